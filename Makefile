@@ -1,0 +1,37 @@
+# The two set-up commands of the README: `make run` and `make test`. Everything they need is
+# installed from here (the venv and the package, plus the third-party NATS clients and Debian's
+# nats-server that the interop suite compares against).
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+HOST ?= 127.0.0.1
+PORT ?= 4222
+HTTP_PORT ?= 8222
+DATA_DIR ?= ./data
+
+.PHONY: install run test test-deps bench clean
+
+$(STAMP): pyproject.toml
+	@echo "==> creating $(VENV) and installing mq9cluster with its test extras"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
+	@touch $@
+
+install: $(STAMP)
+
+run: install
+	$(VENV)/bin/mq9cluster start -a $(HOST) -p $(PORT) -m $(HTTP_PORT) --data-dir $(DATA_DIR)
+
+test-deps:
+	@bash scripts/install-test-deps.sh
+
+test: install test-deps
+	$(PY) -m pytest
+
+bench: install test-deps
+	$(PY) bench/core_pubsub.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,197 @@
+"""Settings: the one list of broker options.
+
+Precedence, lowest first: defaults, the config file (TOML or JSON), ``MQ9_*`` environment
+variables, command-line flags. The CLI and the docs derive their options from ``Settings``;
+no other module reads the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from mq9cluster.errors import ConfigError, NotSupportedYet
+
+LogLevel = Literal["trace", "debug", "info", "warning", "error"]
+
+
+def _flags(*names: str, help: str) -> dict[str, Any]:
+    """Field metadata: the CLI flag names (nats-server's spelling first) and the help text."""
+    return {"json_schema_extra": {"flags": list(names)}, "description": help}
+
+
+class Settings(BaseSettings):
+    """Every broker option, its default, its flags and its validation."""
+
+    model_config = SettingsConfigDict(env_prefix="MQ9_", extra="forbid", frozen=True)
+
+    host: str = Field("0.0.0.0", **_flags("-a", "--addr", "--host", help="Client listen address."))
+    port: int = Field(4222, ge=0, le=65535, **_flags("-p", "--port", help="Client port (0 picks a free one)."))
+    http_port: int = Field(
+        8222, ge=0, le=65535,
+        **_flags("-m", "--http-port", "--http_port", help="Monitoring HTTP port (0 disables it)."),
+    )
+    server_name: str = Field(
+        default_factory=socket.gethostname,
+        **_flags("-n", "--name", "--server-name", help="Server name reported in INFO (default: host name)."),
+    )
+    data_dir: Path = Field(Path("data"), **_flags("--data-dir", "-sd", help="Directory of the durable store."))
+    log_level: LogLevel = Field("info", **_flags("--log-level", help="Log level."))
+    max_payload: int = Field(
+        1048576, ge=1, le=64 * 1048576,
+        **_flags("--max-payload", help="Largest message payload (bytes) a client may publish."),
+    )
+    max_control_line: int = Field(
+        4096, ge=256, le=1048576, **_flags("--max-control-line", help="Longest protocol line (bytes)."),
+    )
+    max_connections: int = Field(
+        65536, ge=1, **_flags("--max-connections", help="Client connections accepted at once."),
+    )
+    max_subscriptions: int = Field(
+        0, ge=0, **_flags("--max-subscriptions", help="Subscriptions per connection (0 = unlimited)."),
+    )
+    max_pending: int = Field(
+        64 * 1048576, ge=65536,
+        **_flags("--max-pending", help="Bytes queued to one client before it is cut as a slow consumer."),
+    )
+    write_deadline: float = Field(
+        10.0, gt=0, **_flags("--write-deadline", help="Seconds a client's socket may stay blocked before it is cut."),
+    )
+    ping_interval: float = Field(
+        120.0, gt=0, **_flags("--ping-interval", help="Seconds between server PINGs to an idle client."),
+    )
+    ping_max: int = Field(
+        2, ge=1, **_flags("--ping-max", help="Unanswered PINGs before a client is closed as stale."),
+    )
+    first_ping_delay: float = Field(
+        2.0, gt=0, **_flags("--first-ping-delay", help="Seconds after CONNECT before the first server PING."),
+    )
+    lame_duck_duration: float = Field(
+        120.0, gt=0, **_flags("--lame-duck-duration", help="Seconds over which lame-duck mode closes clients."),
+    )
+    lame_duck_grace: float = Field(
+        10.0, ge=0, **_flags("--lame-duck-grace", help="Seconds lame-duck mode waits before closing the first client."),
+    )
+    auth_token: str | None = Field(None, **_flags("--auth", help="Client token (not supported yet)."))
+    user: str | None = Field(None, **_flags("--user", help="Client user name (not supported yet)."))
+    password: str | None = Field(None, **_flags("--pass", "--password", help="Client password (not supported yet)."))
+
+    @field_validator("host")
+    @classmethod
+    def _host_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _no_auth_yet(self) -> "Settings":
+        if self.auth_token or self.user or self.password:
+            raise NotSupportedYet(
+                "client authentication (--auth/--user/--pass) is not supported by this release of "
+                "mq9cluster yet; start without it"
+            )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Flags (passed as init values) beat the environment, which beats the file."""
+        return (init_settings, env_settings, _FileSource(settings_cls))
+
+    @property
+    def log_level_number(self) -> int:
+        """The level as a ``logging`` number; trace is below debug."""
+        return {"trace": 5, "debug": 10, "info": 20, "warning": 30, "error": 40}[self.log_level]
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """Values from the config file named by ``load_settings`` (empty when there is none)."""
+
+    path: Path | None = None
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # __call__ below returns the whole mapping at once
+
+    def __call__(self) -> dict[str, Any]:
+        return read_config_file(self.path) if self.path else {}
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Parse a TOML (or ``.json``) config file into option names; keys may use - or _."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        raw = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        kind = "JSON" if path.suffix == ".json" else "TOML"
+        raise ConfigError(f"config file {path} is not valid {kind}: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a table of options")
+    return {key.replace("-", "_"): value for key, value in raw.items()}
+
+
+def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
+    """Build Settings from all sources; flags whose value is None are treated as not given."""
+    given = {name: value for name, value in flags.items() if value is not None}
+    _FileSource.path = config_file
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+    finally:
+        _FileSource.path = None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per bad option, naming the option as the user spells it."""
+    lines = []
+    for error in exc.errors():
+        name = ".".join(str(part) for part in error["loc"]) or "settings"
+        if error["type"] == "extra_forbidden":
+            lines.append(f"unknown option '{name}'")
+        else:
+            lines.append(f"option '{name}': {error['msg']} (got {error.get('input')!r})")
+    return "invalid settings: " + "; ".join(lines)
+
+
+def reference_markdown() -> str:
+    """The configuration reference (docs/configuration.md), generated from the Settings model."""
+    rows = []
+    for name, field in Settings.model_fields.items():
+        extra = field.json_schema_extra or {}
+        flags = ", ".join(f"`{flag}`" for flag in extra.get("flags", []))
+        default = "(host name)" if field.default_factory is not None else f"`{field.default}`"
+        rows.append(f"| `{name}` | {flags} | `MQ9_{name.upper()}` | {default} | {field.description} |")
+    return "\n".join([
+        "# Configuration reference",
+        "",
+        "Generated from `mq9cluster/config.py` by `mq9cluster config-reference`; a test keeps this",
+        "file equal to that output.",
+        "",
+        "Sources, lowest precedence first: defaults, the config file (`-c FILE`: TOML, or JSON when",
+        "the name ends in `.json`; keys are the option names below, `-` or `_`), `MQ9_*` environment",
+        "variables, command-line flags. Unknown keys and bad values stop the start with a message",
+        "that names the option.",
+        "",
+        "| option | flags | environment | default | meaning |",
+        "|---|---|---|---|---|",
+        *rows,
+        "",
+        "`mq9cluster start` also takes `-c/--config FILE`, `-D` (debug log), `-V` (trace log) and",
+        "`-DV`, as nats-server does.",
+        "",
+    ])

@@ -1,0 +1,285 @@
+"""One client connection: feeds its bytes to the protocol parser and acts on the events.
+
+Owns the connection's state (CONNECT options, subscriptions by sid, keepalive) and its
+outbound buffer. Routing between connections is the server's job (``Router``); this module
+never looks at another client's subscriptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Protocol
+
+from mq9cluster.protocol import encode, subject
+from mq9cluster.protocol.events import Connect, Err, Pong, Ping, Pub, Sub, Unsub, Violation
+from mq9cluster.protocol.parser import Parser
+from mq9cluster.server.outbound import Outbound
+
+if TYPE_CHECKING:
+    from mq9cluster.config import Settings
+
+log = logging.getLogger("mq9cluster.client")
+
+OK = encode.OK_FRAME
+PONG = encode.PONG_FRAME
+PING = encode.PING_FRAME
+
+
+class Subscription:
+    """One SUB of one client. Identity-hashed: the subject index stores these objects."""
+
+    __slots__ = ("client", "subject", "queue", "sid", "max_msgs", "delivered")
+
+    def __init__(self, client: "Client", subject: bytes, queue: bytes | None, sid: bytes) -> None:
+        self.client = client
+        self.subject = subject
+        self.queue = queue
+        self.sid = sid
+        self.max_msgs = 0
+        self.delivered = 0
+
+
+class Router(Protocol):
+    """What a connection needs from the server."""
+
+    settings: "Settings"
+
+    def info_for(self, client: "Client") -> bytes: ...
+    def publish(self, origin: "Client", subj: bytes, reply: bytes | None, payload: bytes, hdrs: bytes | None) -> None: ...
+    def subscribe(self, sub: Subscription) -> None: ...
+    def unsubscribe(self, sub: Subscription) -> None: ...
+    def slow_consumer(self, client: "Client") -> None: ...
+    def client_closed(self, client: "Client", reason: str) -> None: ...
+
+
+class Client(asyncio.Protocol):
+    """A NATS client connection as nats-server treats it."""
+
+    def __init__(self, router: Router, cid: int) -> None:
+        settings = router.settings
+        self.router = router
+        self.cid = cid
+        self.parser = Parser(settings.max_payload, settings.max_control_line)
+        self.subs: dict[bytes, Subscription] = {}
+        # nats-server's defaults before (and in the absence of) CONNECT fields.
+        self.verbose = True
+        self.pedantic = True
+        self.echo = True
+        self.headers = False
+        self.no_responders = False
+        self.protocol = 0
+        self.name = ""
+        self.lang = ""
+        self.version = ""
+        self.connected = False
+        self.info_ready = False  # got its first PONG: may receive async INFO
+        self.closed = False
+        self.in_msgs = self.in_bytes = self.out_msgs = self.out_bytes = 0
+        self.pings_out = 0
+        self.started = time.time()
+        self.last_activity = self.started
+        self.ip = ""
+        self.port = 0
+        self.transport: asyncio.Transport | None = None
+        self.out: Outbound | None = None
+        self._loop = asyncio.get_running_loop()
+        self._ping_timer: asyncio.TimerHandle | None = None
+
+    # -- asyncio callbacks -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        settings = self.router.settings
+        self.transport = transport
+        peer = transport.get_extra_info("peername") or ("", 0)
+        self.ip, self.port = peer[0], peer[1]
+        self.out = Outbound(transport, self._loop, settings.max_pending, settings.write_deadline, self._slow)
+        self.out.write(self.router.info_for(self))
+        self._ping_timer = self._loop.call_later(settings.first_ping_delay, self._ping_due)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_activity = time.time()
+        for event in self.parser.feed(data):
+            if self.closed:
+                return
+            kind = type(event)
+            if kind is Pub:
+                self._on_pub(event)
+            elif kind is Sub:
+                self._on_sub(event)
+            elif kind is Unsub:
+                self._on_unsub(event)
+            elif kind is Ping:
+                self.send(PONG)
+                if self.connected:
+                    self.info_ready = True
+            elif kind is Pong:
+                self.pings_out = 0
+            elif kind is Connect:
+                self._on_connect(event.options)
+            elif kind is Violation:
+                self._on_violation(event)
+            elif kind is Err:
+                self.close(f"client sent -ERR {event.text!r}")
+            # +OK and INFO from a client are ignored, as nats-server does.
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._release("connection lost" if exc is None else f"connection lost: {exc}")
+
+    def pause_writing(self) -> None:
+        if self.out is not None:
+            self.out.writing_paused()
+
+    def resume_writing(self) -> None:
+        if self.out is not None:
+            self.out.writing_resumed()
+
+    # -- protocol operations -----------------------------------------------------------------
+
+    def _on_connect(self, options: dict) -> None:
+        if not isinstance(options, dict):
+            self.close("CONNECT options are not a JSON object", error=None)
+            return
+        protocol = options.get("protocol", 0)
+        if protocol not in (0, 1):
+            self.close("invalid client protocol", error="invalid client protocol")
+            return
+        self.verbose = bool(options.get("verbose", True))
+        self.pedantic = bool(options.get("pedantic", True))
+        self.echo = bool(options.get("echo", True))
+        self.headers = bool(options.get("headers", False))
+        self.no_responders = bool(options.get("no_responders", False))
+        if self.no_responders and not self.headers:
+            self.close("no_responders without headers", error="no responders requires headers support")
+            return
+        self.protocol = protocol
+        self.name = str(options.get("name") or "")
+        self.lang = str(options.get("lang") or "")
+        self.version = str(options.get("version") or "")
+        self.connected = True
+        if self.verbose:
+            self.send(OK)
+        log.debug("client connected cid=%d ip=%s name=%r lang=%s", self.cid, self.ip, self.name, self.lang)
+
+    def _on_pub(self, event: Pub) -> None:
+        self.in_msgs += 1
+        self.in_bytes += len(event.payload)
+        if event.headers is not None and not self.headers:
+            self.close("HPUB from a client without header support", error=None)
+            return
+        if self.pedantic and not subject.valid_publish_subject(event.subject):
+            self.send(encode.err("Invalid Publish Subject"))  # and still published, as nats-server does
+        if self.verbose:
+            self.send(OK)
+        self.router.publish(self, event.subject, event.reply, event.payload, event.headers)
+
+    def _on_sub(self, event: Sub) -> None:
+        if not subject.valid_subscribe_subject(event.subject) or (
+            event.queue is not None and not subject.valid_queue_name(event.queue)
+        ):
+            self.send(encode.err("Invalid Subject"))
+            return
+        if event.sid in self.subs:
+            if self.verbose:
+                self.send(OK)
+            return
+        limit = self.router.settings.max_subscriptions
+        if limit and len(self.subs) >= limit:
+            self.send(encode.err("maximum subscriptions exceeded"))
+            return
+        sub = Subscription(self, event.subject, event.queue, event.sid)
+        self.subs[event.sid] = sub
+        self.router.subscribe(sub)
+        if self.verbose:
+            self.send(OK)
+
+    def _on_unsub(self, event: Unsub) -> None:
+        sub = self.subs.get(event.sid)
+        if sub is not None:
+            if event.max_msgs and sub.delivered < event.max_msgs:
+                sub.max_msgs = event.max_msgs
+            else:
+                self.remove_subscription(sub)
+        if self.verbose:
+            self.send(OK)
+
+    def _on_violation(self, event: Violation) -> None:
+        log.info("protocol violation cid=%d ip=%s: %s (%s)", self.cid, self.ip, event.text, event.detail)
+        self.close(event.text, error=event.text if event.send_err else None)
+
+    # -- output ------------------------------------------------------------------------------
+
+    def send(self, frame: bytes) -> None:
+        """Queue a protocol frame to this client."""
+        out = self.out
+        if out is not None and not self.closed:
+            out.write(frame)
+
+    def deliver(self, sub: Subscription, subj: bytes, reply: bytes | None, payload: bytes, hdrs: bytes | None) -> None:
+        """Send one message to one of this client's subscriptions, honouring its max."""
+        if self.closed:
+            return
+        if hdrs is not None and self.headers:
+            self.out.write(encode.hmsg(subj, sub.sid, reply, hdrs, payload))
+        else:
+            self.out.write(encode.msg(subj, sub.sid, reply, payload))
+        self.out_msgs += 1
+        self.out_bytes += len(payload)
+        sub.delivered += 1
+        if sub.max_msgs and sub.delivered >= sub.max_msgs:
+            self.remove_subscription(sub)
+
+    def remove_subscription(self, sub: Subscription) -> None:
+        """Drop one subscription from this client and from the server's index."""
+        if self.subs.pop(sub.sid, None) is sub:
+            self.router.unsubscribe(sub)
+
+    # -- keepalive ---------------------------------------------------------------------------
+
+    def _ping_due(self) -> None:
+        settings = self.router.settings
+        self._ping_timer = None
+        if self.closed:
+            return
+        idle = time.time() - self.last_activity
+        if self.pings_out or idle >= settings.ping_interval or not self.info_ready:
+            if self.pings_out + 1 > settings.ping_max:
+                self.close("stale connection", error="Stale Connection")
+                return
+            self.pings_out += 1
+            self.send(PING)
+        self._ping_timer = self._loop.call_later(settings.ping_interval, self._ping_due)
+
+    # -- closing -----------------------------------------------------------------------------
+
+    def _slow(self, why: str) -> None:
+        """Cut a slow consumer at once: no -ERR (as nats-server), buffered output dropped."""
+        if not self.closed:
+            self.router.slow_consumer(self)
+            self._release(f"slow consumer: {why}")
+            self.transport.abort()
+
+    def close(self, reason: str, error: str | None = None) -> None:
+        """Flush what is queued (plus ``-ERR 'error'`` if given) and close the connection."""
+        if self.closed:
+            return
+        if error is not None:
+            self.send(encode.err(error))
+        self.out.flush()
+        self._release(reason)
+        self.transport.close()
+
+    def _release(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._ping_timer is not None:
+            self._ping_timer.cancel()
+            self._ping_timer = None
+        if self.out is not None:
+            self.out.close()
+        for sub in list(self.subs.values()):
+            self.router.unsubscribe(sub)
+        self.subs.clear()
+        self.router.client_closed(self, reason)

@@ -1,0 +1,289 @@
+"""The NATS front end: listener, client registry, subject routing, lifecycle.
+
+Owns the subject index and decides who receives each published message. It knows nothing of
+mailboxes beyond the ``MailboxGateway`` interface that later layers plug in; it does not parse
+bytes (the protocol package does) and does not read the environment (Settings are passed in).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import random
+import secrets
+import socket
+import time
+from collections.abc import Iterable
+
+from mq9cluster import __version__
+from mq9cluster.config import Settings
+from mq9cluster.protocol import encode, headers
+from mq9cluster.server.client import Client, Subscription
+from mq9cluster.server.sublist import Sublist
+
+log = logging.getLogger("mq9cluster.server")
+
+#: The NATS server version we present: clients enable features (headers, no-responders) by it.
+NATS_COMPAT_VERSION = "2.10.0"
+
+
+def new_server_id() -> str:
+    """A 56-character upper-case id shaped like nats-server's (an N-prefixed base32 string)."""
+    return "N" + base64.b32encode(secrets.token_bytes(35)).decode()[:55]
+
+
+class Stats:
+    """Server-wide message and connection counters (the /varz numbers)."""
+
+    __slots__ = ("in_msgs", "in_bytes", "out_msgs", "out_bytes", "total_connections", "slow_consumers")
+
+    def __init__(self) -> None:
+        self.in_msgs = self.in_bytes = self.out_msgs = self.out_bytes = 0
+        self.total_connections = 0
+        self.slow_consumers = 0
+
+
+class Server:
+    """One broker node's client-facing NATS server."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.server_id = new_server_id()
+        self.sublist = Sublist()
+        self.clients: dict[int, Client] = {}
+        self.stats = Stats()
+        self.started = time.time()
+        self.connect_urls: list[str] = []
+        self.lame_duck = False
+        self.stopped = asyncio.Event()
+        self._next_cid = 0
+        self._listener: asyncio.base_events.Server | None = None
+        self._info_base: dict = {}
+        self._random = random.Random()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind the client port (address reuse on, so a restart can bind at once)."""
+        loop = asyncio.get_running_loop()
+        self._listener = await loop.create_server(
+            self._new_client, self.settings.host, self.settings.port,
+            reuse_address=True, backlog=1024,
+        )
+        self._info_base = {
+            "server_id": self.server_id,
+            "server_name": self.settings.server_name,
+            "version": NATS_COMPAT_VERSION,
+            "proto": 1,
+            "go": f"mq9cluster {__version__}",
+            "host": self.settings.host,
+            "port": self.port,
+            "headers": True,
+            "max_payload": self.settings.max_payload,
+        }
+        log.info("listening for client connections on %s:%d", self.settings.host, self.port)
+
+    @property
+    def port(self) -> int:
+        """The bound client port (differs from the setting when that is 0)."""
+        assert self._listener is not None
+        return self._listener.sockets[0].getsockname()[1]
+
+    async def shutdown(self) -> None:
+        """Stop accepting, flush and close every client, and mark the server stopped."""
+        if self._listener is not None:
+            self._listener.close()
+        for client in list(self.clients.values()):
+            client.close("server shutdown")
+        await asyncio.sleep(0)  # let transports hand their last bytes to the kernel
+        self.stopped.set()
+        log.info("server stopped")
+
+    async def enter_lame_duck(self) -> None:
+        """SIGUSR2: stop listening, tell clients where else to go, then close them gradually."""
+        if self.lame_duck:
+            return
+        self.lame_duck = True
+        if self._listener is not None:
+            self._listener.close()
+        others = [url for url in self.connect_urls if url != self.client_url]
+        notice = encode.info({**self._info_base, "ldm": True, "connect_urls": others})
+        for client in self.clients.values():
+            if client.protocol >= 1 and client.info_ready:
+                client.send(notice)
+        log.info("entering lame duck mode, %d clients to close", len(self.clients))
+        await asyncio.sleep(self.settings.lame_duck_grace)
+        victims = list(self.clients.values())
+        spread = max(self.settings.lame_duck_duration - self.settings.lame_duck_grace, 0.0)
+        pause = spread / len(victims) if victims else 0.0
+        for client in victims:
+            client.close("lame duck mode")
+            await asyncio.sleep(min(pause, 1.0))
+        await self.shutdown()
+
+    @property
+    def client_url(self) -> str:
+        """This node's ``host:port`` as other nodes and clients reach it."""
+        host = self.settings.host
+        if host in ("0.0.0.0", "::"):
+            host = socket.gethostname()
+        return f"{host}:{self.port}"
+
+    def set_connect_urls(self, urls: Iterable[str]) -> None:
+        """New cluster membership: remember the URLs and tell clients that can take async INFO."""
+        self.connect_urls = list(urls)
+        notice = encode.info({**self._info_base, "connect_urls": self.connect_urls})
+        for client in self.clients.values():
+            if client.protocol >= 1 and client.info_ready:
+                client.send(notice)
+
+    # -- connections -------------------------------------------------------------------------
+
+    def _new_client(self) -> Client:
+        self._next_cid += 1
+        client = Client(self, self._next_cid)
+        return client
+
+    def info_for(self, client: Client) -> bytes:
+        """The INFO line a new connection gets first; registers it or refuses it when full."""
+        if len(self.clients) >= self.settings.max_connections:
+            loop = asyncio.get_running_loop()
+            loop.call_soon(client.close, "maximum connections exceeded", "maximum connections exceeded")
+        else:
+            self.clients[client.cid] = client
+            self.stats.total_connections += 1
+        info = {**self._info_base, "client_id": client.cid, "client_ip": client.ip}
+        if self.connect_urls:
+            info["connect_urls"] = self.connect_urls
+        if self.lame_duck:
+            info["ldm"] = True
+        return encode.info(info)
+
+    def client_closed(self, client: Client, reason: str) -> None:
+        """Forget a closed connection."""
+        self.clients.pop(client.cid, None)
+        log.debug("client closed cid=%d ip=%s reason=%s", client.cid, client.ip, reason)
+
+    def slow_consumer(self, client: Client) -> None:
+        """Count and log a client cut for not reading fast enough."""
+        self.stats.slow_consumers += 1
+        log.warning("slow consumer cut cid=%d ip=%s pending=%d", client.cid, client.ip, client.out.pending())
+
+    # -- routing -----------------------------------------------------------------------------
+
+    def subscribe(self, sub: Subscription) -> None:
+        """Index a new subscription."""
+        self.sublist.insert(sub)
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        """Drop a subscription from the index."""
+        self.sublist.remove(sub)
+
+    def publish(self, origin: Client, subj: bytes, reply: bytes | None, payload: bytes, hdrs: bytes | None) -> None:
+        """Deliver to every matching plain subscription and to one member of each queue group."""
+        stats = self.stats
+        size = len(payload)
+        stats.in_msgs += 1
+        stats.in_bytes += size
+        result = self.sublist.match(subj)
+        delivered = 0
+        plain = result.plain
+        if plain:
+            if origin.echo:
+                for sub in plain:
+                    sub.client.deliver(sub, subj, reply, payload, hdrs)
+                delivered = len(plain)
+            else:
+                for sub in plain:
+                    if sub.client is not origin:
+                        sub.client.deliver(sub, subj, reply, payload, hdrs)
+                        delivered += 1
+        for group in result.queues:
+            members = [s for s in group if not s.client.closed and (origin.echo or s.client is not origin)]
+            if members:
+                sub = members[0] if len(members) == 1 else self._random.choice(members)
+                sub.client.deliver(sub, subj, reply, payload, hdrs)
+                delivered += 1
+        if delivered:
+            stats.out_msgs += delivered
+            stats.out_bytes += delivered * size
+        elif reply is not None and origin.no_responders:
+            self._no_responders(origin, reply)
+
+    def _no_responders(self, origin: Client, reply: bytes) -> None:
+        """Send the 503 status to the requester through its own plain subscription on ``reply``."""
+        for sub in self.sublist.match(reply).plain:
+            if sub.client is origin:
+                origin.deliver(sub, reply, None, b"", headers.NO_RESPONDERS)
+                return
+
+    # -- introspection for monitoring --------------------------------------------------------
+
+    def varz(self) -> dict:
+        """Server information in the shape of nats-server's /varz."""
+        s, st = self.settings, self.stats
+        now = time.time()
+        return {
+            "server_id": self.server_id,
+            "server_name": s.server_name,
+            "version": NATS_COMPAT_VERSION,
+            "mq9cluster_version": __version__,
+            "proto": 1,
+            "host": s.host,
+            "port": self.port,
+            "http_port": s.http_port,
+            "max_connections": s.max_connections,
+            "max_subscriptions": s.max_subscriptions,
+            "max_payload": s.max_payload,
+            "max_pending": s.max_pending,
+            "max_control_line": s.max_control_line,
+            "ping_interval": int(s.ping_interval * 1e9),
+            "ping_max": s.ping_max,
+            "write_deadline": int(s.write_deadline * 1e9),
+            "start": _rfc3339(self.started),
+            "now": _rfc3339(now),
+            "uptime": f"{int(now - self.started)}s",
+            "connections": len(self.clients),
+            "total_connections": st.total_connections,
+            "subscriptions": len(self.sublist),
+            "in_msgs": st.in_msgs,
+            "out_msgs": st.out_msgs,
+            "in_bytes": st.in_bytes,
+            "out_bytes": st.out_bytes,
+            "slow_consumers": st.slow_consumers,
+            "cores": os.cpu_count(),
+            "connect_urls": self.connect_urls,
+            "lame_duck_mode": self.lame_duck,
+        }
+
+    def connz(self, subs: bool = False, offset: int = 0, limit: int = 1024) -> dict:
+        """Connections in the shape of nats-server's /connz."""
+        now = time.time()
+        clients = sorted(self.clients.values(), key=lambda c: c.cid)
+        page = clients[offset:offset + limit]
+        conns = []
+        for c in page:
+            entry = {
+                "cid": c.cid, "ip": c.ip, "port": c.port,
+                "start": _rfc3339(c.started), "last_activity": _rfc3339(c.last_activity),
+                "uptime": f"{int(now - c.started)}s",
+                "pending_bytes": c.out.pending() if c.out else 0,
+                "in_msgs": c.in_msgs, "out_msgs": c.out_msgs,
+                "in_bytes": c.in_bytes, "out_bytes": c.out_bytes,
+                "subscriptions": len(c.subs),
+                "name": c.name, "lang": c.lang, "version": c.version,
+            }
+            if subs:
+                entry["subscriptions_list"] = [s.subject.decode(errors="replace") for s in c.subs.values()]
+            conns.append(entry)
+        return {
+            "server_id": self.server_id, "now": _rfc3339(now),
+            "num_connections": len(conns), "total": len(clients),
+            "offset": offset, "limit": limit, "connections": conns,
+        }
+
+
+def _rfc3339(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1e6):06d}Z"

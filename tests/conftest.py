@@ -1,0 +1,25 @@
+"""Fixtures shared by every test package: real mq9cluster processes with chosen options."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.broker import Broker
+
+
+@pytest.fixture
+def mq9(tmp_path: Path) -> Iterator[Callable[..., Broker]]:
+    """Start mq9cluster processes with extra CLI arguments; all are stopped at teardown."""
+    started: list[Broker] = []
+
+    def start(*args: str) -> Broker:
+        broker = Broker("mq9cluster", tmp_path, list(args)).start()
+        started.append(broker)
+        return broker
+
+    yield start
+    for broker in started:
+        broker.stop()

@@ -1,0 +1,118 @@
+"""Real broker processes for tests: Debian's nats-server or mq9cluster, on free loopback ports."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+INSTALL_HINT = "install the test dependencies with scripts/install-test-deps.sh (make test does)"
+START_TIMEOUT = 5.0
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def nats_server_binary() -> str:
+    """Debian installs nats-server to /usr/sbin, which is not on every user's PATH."""
+    path = shutil.which("nats-server") or shutil.which("nats-server", path="/usr/sbin:/usr/local/sbin")
+    if path is None:
+        pytest.fail(f"nats-server is not installed: {INSTALL_HINT}")
+    return path
+
+
+def mq9cluster_command() -> list[str]:
+    """The console script next to this interpreter, or ``python -m mq9cluster``."""
+    script = Path(sys.executable).parent / "mq9cluster"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "mq9cluster"]
+
+
+class Broker:
+    """A broker process on fixed loopback ports; ``restart()`` brings it back on the same ports."""
+
+    def __init__(self, kind: str, workdir: Path, extra_args: list[str] | None = None) -> None:
+        self.kind = kind
+        self.port = free_port()
+        self.http_port = free_port()
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self.extra_args = list(extra_args or [])
+        self.workdir = workdir
+        self.log_path = workdir / f"{kind}-{self.port}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def command(self) -> list[str]:
+        ports = ["-a", "127.0.0.1", "-p", str(self.port), "-m", str(self.http_port)]
+        if self.kind == "nats-server":
+            return [nats_server_binary(), *ports, *self.extra_args]
+        data = ["--data-dir", str(self.workdir / f"data-{self.port}")]
+        return [*mq9cluster_command(), "start", *ports, *data, *self.extra_args]
+
+    def start(self) -> "Broker":
+        """Start the process and wait until its client port accepts connections."""
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if self.proc.poll() is not None:
+                rc = self.proc.returncode
+                self.proc = None
+                pytest.fail(f"{self.kind} exited with {rc} before listening on {self.port}:\n{self.output()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return self
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(f"{self.kind} not listening on {self.port} after {START_TIMEOUT} s:\n{self.output()}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        """Terminate the process (SIGKILL if it does not exit within 3 s)."""
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(3)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def wait_exit(self, timeout: float) -> int:
+        """Wait for the process to exit by itself; its exit code."""
+        assert self.proc is not None
+        rc = self.proc.wait(timeout)
+        self.proc = None
+        return rc
+
+    def http_json(self, path: str) -> dict:
+        """GET a monitoring endpoint and decode its JSON."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=5) as response:
+            return json.loads(response.read())
+
+    def output(self) -> str:
+        """The process's combined output so far (last 8000 characters)."""
+        return self.log_path.read_text(errors="replace")[-8000:] if self.log_path.exists() else ""
