@@ -126,14 +126,72 @@ async def _publish(url: str, subject: str, messages: int, size: int, flush_every
     out.put(("pub", elapsed, errors))
 
 
-def _subscriber_main(*args) -> None:
+def _raw_connect(url: str) -> socket.socket:
+    """A bare NATS connection: INFO read, CONNECT sent, PONG awaited."""
+    host, port = url.removeprefix("nats://").split(":")
+    sock = socket.create_connection((host, int(port)))
+    sock.recv(4096)
+    sock.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\nPING\r\n')
+    _raw_await_pong(sock)
+    return sock
+
+
+def _raw_await_pong(sock: socket.socket) -> None:
+    seen = b""
+    while b"PONG\r\n" not in seen:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("server closed the connection")
+        seen = seen[-8:] + chunk
+
+
+def _subscribe_raw(url: str, subject: str, messages: int, size: int, ready, out) -> None:
+    """Count MSG frames by bytes (every frame has the same length), no client library at all."""
+    sock = _raw_connect(url)
+    sock.sendall(f"SUB {subject} 1\r\nPING\r\n".encode())
+    _raw_await_pong(sock)
+    frame_len = len(f"MSG {subject} 1 {size}\r\n") + size + 2
+    total, got, first = messages * frame_len, 0, 0.0
+    sock.settimeout(IDLE_TIMEOUT)
+    ready.set()
+    try:
+        while got < total:
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                break
+            if not got:
+                first = time.perf_counter()
+            got += len(chunk)
+    except socket.timeout:
+        pass
+    elapsed = time.perf_counter() - first
+    bad = 0 if got % frame_len == 0 else 1
+    out.put(("sub", got // frame_len, bad, elapsed, []))
+
+
+def _publish_raw(url: str, subject: str, messages: int, size: int, flush_every: int, out) -> None:
+    """Write pre-built PUB frames in chunks of ``flush_every``, then PING/PONG."""
+    sock = _raw_connect(url)
+    frame = f"PUB {subject} {size}\r\n".encode() + b"x" * size + b"\r\n"
+    start = time.perf_counter()
+    sent = 0
+    while sent < messages:
+        n = min(flush_every, messages - sent)
+        sock.sendall(frame * n)
+        sent += n
+    sock.sendall(b"PING\r\n")
+    _raw_await_pong(sock)
+    out.put(("pub", time.perf_counter() - start, []))
+
+
+def _subscriber_main(client: str, *args) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business; it ends us
-    _run_loop(_subscribe(*args))
+    _subscribe_raw(*args) if client == "raw" else _run_loop(_subscribe(*args))
 
 
-def _publisher_main(*args) -> None:
+def _publisher_main(client: str, *args) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _run_loop(_publish(*args))
+    _publish_raw(*args) if client == "raw" else _run_loop(_publish(*args))
 
 
 def measure(port: int, subject: str, args: argparse.Namespace) -> RunResult:
@@ -142,9 +200,9 @@ def measure(port: int, subject: str, args: argparse.Namespace) -> RunResult:
     url = f"nats://127.0.0.1:{port}"
     ready, out = ctx.Event(), ctx.Queue()
     sub = ctx.Process(name="subscriber", target=_subscriber_main,
-                      args=(url, subject, args.messages, args.size, ready, out))
+                      args=(args.client, url, subject, args.messages, args.size, ready, out))
     pub = ctx.Process(name="publisher", target=_publisher_main,
-                      args=(url, subject, args.messages, args.size, args.flush_every, out))
+                      args=(args.client, url, subject, args.messages, args.size, args.flush_every, out))
     procs = []
     try:
         sub.start()
@@ -284,7 +342,7 @@ def describe(result: RunResult, args: argparse.Namespace) -> str:
     return text
 
 
-def versions() -> str:
+def versions(client: str) -> str:
     try:
         nats_py = metadata.version("nats-py")
     except metadata.PackageNotFoundError:
@@ -295,7 +353,8 @@ def versions() -> str:
     except OSError:
         nats_server = "nats-server not found"
     uv = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio (no uvloop)"
-    return f"client nats-py {nats_py} on {uv}; {nats_server}; python {sys.version.split()[0]}"
+    who = "raw sockets, pre-built frames" if client == "raw" else f"nats-py {nats_py} on {uv}"
+    return f"client {who}; {nats_server}; python {sys.version.split()[0]}"
 
 
 def parse_args() -> argparse.Namespace:
@@ -305,6 +364,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=5, help="runs per server, alternating servers (default 5)")
     p.add_argument("--flush-every", type=int, default=1000,
                    help="publisher awaits flush() every N messages (default 1000)")
+    p.add_argument("--client", choices=("nats-py", "raw"), default="nats-py",
+                   help="nats-py (the same real client for both servers), or raw sockets with pre-built "
+                        "frames, which takes the client out of the measurement (default nats-py)")
     p.add_argument("--server-only", choices=SERVERS, help="benchmark only this server")
     p.add_argument("--profile", action="store_true",
                    help="after the measured runs, one extra mq9cluster run under pyinstrument; prints the report")
@@ -348,7 +410,7 @@ def main() -> int:
     selected = [args.server_only] if args.server_only else list(SERVERS)
     print(f"core pub/sub: 1 publisher -> 1 subscriber (separate processes), {args.messages} msgs x {args.size} B, "
           f"{args.runs} run(s) per server, flush every {args.flush_every}")
-    print(versions())
+    print(versions(args.client))
     print(f"machine: nproc={len(os.sched_getaffinity(0))}; NOTE: the machine is shared and noisy, so compare "
           f"the two servers within one run of this script, not absolute figures across runs")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the finally below also runs on SIGTERM
