@@ -13,3 +13,7 @@ class ConfigError(Mq9Error):
 
 class NotSupportedYet(ConfigError):
     """An option nats-server accepts that this release does not implement yet."""
+
+
+class JournalCorrupt(Mq9Error):
+    """The Raft log or its metadata is damaged beyond a torn tail; the node must not start."""
