@@ -1,0 +1,174 @@
+"""Typed read views over committed state.
+
+Every read here sees committed batches only. A scan runs on one RocksDB iterator, which is a
+point-in-time view: later commits do not show up in a scan already started, and a
+:class:`MessageScan` reports the ``last_applied`` of exactly the state it reads, so a caller can
+hand over from replay to live delivery at that Raft index with no gap and no duplicate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Mapping
+from typing import cast
+
+from rocksdict import Rdict, RdictIter, ReadOptions
+
+from mq9cluster.store import codecs, keys
+from mq9cluster.store.records import Expiry, Mailbox, Message, MessageSummary
+
+_LEVELS_DESC = tuple(range(keys.MAX_PRIORITY, -1, -1))
+
+
+class _BoundedIter:
+    """A raw RocksDB iterator that stops before ``upper``.
+
+    rocksdict's iterator points into the bound bytes held by its ReadOptions without owning
+    them: the options must outlive the iterator, so the two are kept together here.
+    """
+
+    __slots__ = ("_options", "it")
+
+    def __init__(self, db: Rdict, upper: bytes) -> None:
+        self._options = ReadOptions()
+        self._options.set_iterate_upper_bound(upper)
+        self.it: RdictIter = db.iter(self._options)
+
+
+def scan_keys(db: Rdict, start: bytes, end: bytes) -> Iterator[bytes]:
+    """Keys in [start, end), in order."""
+    bounded = _BoundedIter(db, end)
+    it = bounded.it
+    it.seek(start)
+    while it.valid():
+        yield it.key()
+        it.next()
+    it.status()  # raises if the scan stopped on an I/O error rather than at its end
+
+
+def _ranges(tag: bytes, priorities: Collection[int] | None,
+            after: Mapping[int, int] | None) -> list[tuple[bytes, bytes]]:
+    """Key ranges [start, end) of one mailbox's messages, in replay order."""
+    if priorities is None and not after:
+        prefix = keys.messages_prefix(tag)
+        return [(prefix, keys.end_of(prefix))]
+    levels = _LEVELS_DESC if priorities is None else sorted(set(priorities), reverse=True)
+    cursor = after or {}
+    ranges = []
+    for priority in levels:
+        prefix = keys.level_prefix(tag, priority)
+        ranges.append((prefix + keys.u64(cursor.get(priority, 0) + 1), keys.end_of(prefix)))
+    return ranges
+
+
+def _walk(bounded: _BoundedIter,
+          ranges: list[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, bytes]]:
+    """(key, value) pairs of ``ranges``, in order, from one iterator."""
+    it = bounded.it
+    for start, end in ranges:
+        it.seek(start)
+        while it.valid():
+            key = it.key()
+            if key >= end:
+                break
+            yield key, it.value()
+            it.next()
+        it.status()  # raises if the scan stopped on an I/O error rather than at its end
+
+
+def _open_scan(db: Rdict, tag: bytes) -> tuple[_BoundedIter, int]:
+    """An iterator over one mailbox's messages and the last_applied of the same view."""
+    bounded = _BoundedIter(db, keys.end_of(keys.messages_prefix(tag)))
+    it = bounded.it
+    it.seek(keys.LAST_APPLIED_KEY)
+    found = it.valid() and it.key() == keys.LAST_APPLIED_KEY
+    return bounded, codecs.decode_u64(it.value()) if found else 0
+
+
+class MessageScan:
+    """Messages of one mailbox in replay order: priority high to low, msg_id ascending.
+
+    The view is fixed when the scan is created; ``last_applied`` is the Raft index of that view.
+    Iterate it once.
+    """
+
+    __slots__ = ("_messages", "last_applied")
+
+    def __init__(self, db: Rdict, address: str, priorities: Collection[int] | None,
+                 after: Mapping[int, int] | None) -> None:
+        tag = keys.tagged(address)
+        bounded, self.last_applied = _open_scan(db, tag)
+        self._messages = self._decode(address, _walk(bounded, _ranges(tag, priorities, after)))
+
+    @staticmethod
+    def _decode(address: str, pairs: Iterator[tuple[bytes, bytes]]) -> Iterator[Message]:
+        decode_message, parse_key = codecs.decode_message, keys.parse_message_key
+        for key, value in pairs:
+            priority, msg_id = parse_key(key)
+            ts_ms, payload, headers = decode_message(value)
+            yield Message(address, priority, msg_id, ts_ms, payload, headers)
+
+    def __iter__(self) -> Iterator[Message]:
+        return self._messages
+
+
+class StoreReads:
+    """Read views of committed state; :class:`~mq9cluster.store.store.Store` inherits them."""
+
+    _db: Rdict
+
+    def get_mailbox(self, address: str) -> Mailbox | None:
+        """The mailbox record, or None if it does not exist."""
+        raw = self._db.get(keys.mailbox_key(keys.tagged(address)))
+        return None if raw is None else codecs.decode_mailbox(address, raw)
+
+    def iter_messages(self, address: str, priorities: Collection[int] | None = None,
+                      after: Mapping[int, int] | None = None) -> MessageScan:
+        """Stored messages in replay order, optionally only some priorities and only those after
+        a per-priority cursor {priority: last msg_id seen}; empty for an unknown mailbox."""
+        return MessageScan(self._db, address, priorities, after)
+
+    def list_message_summaries(self, address: str) -> list[MessageSummary]:
+        """(msg_id, priority, ts_ms) of every stored message, in replay order."""
+        tag = keys.tagged(address)
+        bounded, _ = _open_scan(self._db, tag)
+        summaries = []
+        for key, value in _walk(bounded, _ranges(tag, None, None)):
+            priority, msg_id = keys.parse_message_key(key)
+            summaries.append(MessageSummary(msg_id, priority, codecs.message_ts(value)))
+        return summaries
+
+    def public_mailboxes(self) -> list[Mailbox]:
+        """Every public mailbox, in address order."""
+        tags = [key[1:] for key in scan_keys(self._db, keys.PUBLIC, keys.end_of(keys.PUBLIC))]
+        if not tags:
+            return []
+        raws = cast(list[bytes | None], self._db.get([keys.mailbox_key(tag) for tag in tags]))
+        return [codecs.decode_mailbox(keys.address_of(tag), raw)
+                for tag, raw in zip(tags, raws, strict=True) if raw is not None]
+
+    def due_expiries(self, now_ms: int, limit: int | None = None) -> list[Expiry]:
+        """Mailboxes whose expires_at <= now_ms, soonest first, at most ``limit`` of them."""
+        due: list[Expiry] = []
+        for key in scan_keys(self._db, keys.EXPIRY, keys.expiry_bound(now_ms)):
+            if limit is not None and len(due) >= limit:
+                break
+            due.append(Expiry(*keys.parse_expiry_key(key)))
+        return due
+
+    def get_group_cursor(self, address: str, group: str) -> dict[int, int]:
+        """{priority: last msg_id given to the group}; empty for a group never given anything."""
+        raw = self._db.get(keys.group_key(keys.tagged(address), group))
+        return {} if raw is None else codecs.decode_cursor(raw)
+
+    def get_dedup(self, proposal_id: bytes) -> bytes | None:
+        """The result recorded for a proposal id, or None if unknown or pruned."""
+        raw = self._db.get(keys.dedup_key(proposal_id))
+        return None if raw is None else codecs.decode_dedup(raw)[1]
+
+    def key_counts(self) -> dict[str, int]:
+        """Number of keys per prefix name: a full scan, for tests and diagnostics only."""
+        counts: dict[str, int] = {}
+        for key in self._db.keys():  # noqa: SIM118 (an Rdict is not a dict)
+            name = keys.PREFIX_NAMES[cast(bytes, key)[:1]]
+            counts[name] = counts.get(name, 0) + 1
+        return counts
