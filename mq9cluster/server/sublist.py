@@ -127,7 +127,8 @@ class _Node:
         return True
 
     def is_empty(self) -> bool:
-        return not (self.plain or self.queues or self.literal) and self.pwc is None and self.fwc is None
+        no_subs = not (self.plain or self.queues)
+        return no_subs and not self.literal and self.pwc is None and self.fwc is None
 
     def count(self) -> int:
         """Nodes below this one."""

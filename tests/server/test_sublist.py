@@ -343,7 +343,8 @@ class SublistAgainstReference(RuleBasedStateMachine):
     def match_near_pool_subject(self, i: int, fill: bytes, length_change: int) -> None:
         """Publish a pool subject with its wildcards filled in, maybe a token longer or shorter,
         so that literal subscriptions and near misses get exercised."""
-        tokens = [fill if t in (b"*", b">") else t for t in self.pool[i % len(self.pool)].subject.split(b".")]
+        pattern = self.pool[i % len(self.pool)].subject.split(b".")
+        tokens = [fill if token in (b"*", b">") else token for token in pattern]
         if length_change > 0:
             tokens.append(fill)
         elif length_change < 0 and len(tokens) > 1:
@@ -372,6 +373,6 @@ class SublistAgainstReference(RuleBasedStateMachine):
 
 
 SublistAgainstReference.TestCase.settings = settings(
-    max_examples=200, stateful_step_count=50, deadline=None
+    max_examples=300, stateful_step_count=50, deadline=None
 )
 test_sublist_against_reference = SublistAgainstReference.TestCase
