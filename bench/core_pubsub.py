@@ -311,7 +311,9 @@ class Server:
 
 
 def mq9_argv(port: int, data_dir: Path, profile_out: Path | None = None) -> list[str]:
-    cmd = ["-m", "mq9cluster", "start", "-a", "127.0.0.1", "-p", str(port), "-m", "0", "--data-dir", str(data_dir)]
+    (raft_port,) = free_ports(1)
+    cmd = ["-m", "mq9cluster", "start", "-a", "127.0.0.1", "-p", str(port), "-m", "0", "--data-dir", str(data_dir),
+           "--raft-addr", f"127.0.0.1:{raft_port}"]
     if profile_out is None:
         return [sys.executable, *cmd]
     return [sys.executable, "-m", "pyinstrument", "-o", str(profile_out), "-r", "text", *cmd]

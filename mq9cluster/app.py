@@ -1,18 +1,25 @@
-"""Composition root: builds the broker's parts from Settings, wires them and runs them on uvloop."""
+"""Composition root: builds store -> cluster -> mailbox -> server from Settings and runs them on uvloop."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
+from collections.abc import Coroutine
+from typing import Any
 
 import uvloop
 
 from mq9cluster import __version__, logs
+from mq9cluster.cluster.groupcommit import GroupCommitter, decode_batch
+from mq9cluster.cluster.raft import RaftNode
 from mq9cluster.config import Settings
 from mq9cluster.errors import ConfigError
+from mq9cluster.mailbox.machine import Change, MailboxMachine
+from mq9cluster.mailbox.service import MailboxService
 from mq9cluster.server.monitor import Monitor
 from mq9cluster.server.server import Server
+from mq9cluster.store import Store
 
 log = logging.getLogger("mq9cluster.app")
 
@@ -31,40 +38,95 @@ def prepare_data_dir(settings: Settings) -> None:
         raise ConfigError(f"data dir {settings.data_dir} is not writable: {exc.strerror}") from None
 
 
+class Node:
+    """One broker node's parts, wired: store, Raft, mailbox service, NATS server, monitoring."""
+
+    def __init__(self, settings: Settings, loop: asyncio.AbstractEventLoop) -> None:
+        self.settings = settings
+        self.loop = loop
+        self.store = Store.open(settings.data_dir / "store")
+        self.machine = MailboxMachine(self.store, self._changes_from_raft)
+        try:
+            self.raft = RaftNode(
+                settings.raft_addr, settings.other_peers, str(settings.data_dir),
+                self._apply_entry, self.machine.last_applied, on_fatal=self._raft_failed,
+            )
+        except OSError as exc:
+            self.store.close()
+            raise ConfigError(f"cannot start Raft on {settings.raft_addr}: {exc}") from None
+        self.committer = GroupCommitter(self.raft, max_ops=settings.commit_max_ops, max_wait=settings.commit_max_wait)
+        self.mailboxes = MailboxService(
+            self.store, self.committer, self.raft.read_barrier, self._is_leader, settings.mailbox_max_ttl,
+        )
+        self.server = Server(settings, gateway=self.mailboxes)
+        self.mailboxes.reply = self.server.reply
+        self.monitor = Monitor(self.server) if settings.http_port else None
+        self._tasks: set[asyncio.Task] = set()
+
+    def _apply_entry(self, index: int, entry: bytes) -> Any:
+        """Raft thread: one committed batch entry onto the store."""
+        return self.machine.apply_batch(index, decode_batch(entry))
+
+    def _changes_from_raft(self, changes: list[Change]) -> None:
+        """Raft thread: hand applied changes to the loop, in log order."""
+        self.loop.call_soon_threadsafe(self.mailboxes.delivery.apply_changes, changes)
+
+    def _raft_failed(self, error: BaseException) -> None:
+        log.critical("raft stopped on an error, shutting the node down: %r", error)
+        self.loop.call_soon_threadsafe(self.spawn, self.server.shutdown())
+
+    def _is_leader(self) -> bool:
+        return self.raft.status().role == "leader"
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a background coroutine, kept referenced until it ends."""
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def start(self) -> None:
+        """Bind the client and monitoring ports and start background work."""
+        s = self.settings
+        try:
+            await self.server.start()
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {s.host}:{s.port}: {exc.strerror}") from None
+        if self.monitor is not None:
+            try:
+                await self.monitor.start(s.host, s.http_port)
+            except OSError as exc:
+                await self.server.shutdown()
+                raise ConfigError(f"cannot listen on {s.host}:{s.http_port} (monitoring): {exc.strerror}") from None
+        self.spawn(self.mailboxes.run_expiry(s.expiry_interval))
+
+    def close(self) -> None:
+        """Stop Raft and close the store (after the server stopped)."""
+        if self.monitor is not None:
+            self.monitor.close()
+        for task in self._tasks:
+            task.cancel()
+        self.raft.stop()
+        self.store.close()
+
+
 async def serve(settings: Settings) -> None:
     """Run one broker node until SIGTERM/SIGINT (graceful) or SIGUSR2 (lame duck) ends it."""
     prepare_data_dir(settings)
-    server = Server(settings)
-    try:
-        await server.start()
-    except OSError as exc:
-        raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from None
-    monitor = None
-    if settings.http_port:
-        monitor = Monitor(server)
-        try:
-            await monitor.start(settings.host, settings.http_port)
-        except OSError as exc:
-            await server.shutdown()
-            raise ConfigError(f"cannot listen on {settings.host}:{settings.http_port} (monitoring): {exc.strerror}") from None
     loop = asyncio.get_running_loop()
-    tasks: set[asyncio.Task] = set()
-
-    def spawn(coro) -> None:
-        task = loop.create_task(coro)
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-
-    loop.add_signal_handler(signal.SIGTERM, lambda: spawn(server.shutdown()))
-    loop.add_signal_handler(signal.SIGINT, lambda: spawn(server.shutdown()))
-    loop.add_signal_handler(signal.SIGUSR2, lambda: spawn(server.enter_lame_duck()))
-    log.info(
-        "mq9cluster %s ready: nats://%s:%d, data dir %s, server name %s",
-        __version__, settings.host, server.port, settings.data_dir, settings.server_name,
-    )
-    await server.stopped.wait()
-    if monitor is not None:
-        monitor.close()
+    node = Node(settings, loop)
+    try:
+        await node.start()
+        server = node.server
+        loop.add_signal_handler(signal.SIGTERM, lambda: node.spawn(server.shutdown()))
+        loop.add_signal_handler(signal.SIGINT, lambda: node.spawn(server.shutdown()))
+        loop.add_signal_handler(signal.SIGUSR2, lambda: node.spawn(server.enter_lame_duck()))
+        log.info(
+            "mq9cluster %s ready: nats://%s:%d, raft %s, data dir %s, server name %s",
+            __version__, settings.host, server.port, settings.raft_addr, settings.data_dir, settings.server_name,
+        )
+        await server.stopped.wait()
+    finally:
+        node.close()
 
 
 def run(settings: Settings) -> None:

@@ -11,10 +11,10 @@ import json
 import socket
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from mq9cluster.errors import ConfigError, NotSupportedYet
 
@@ -78,6 +78,29 @@ class Settings(BaseSettings):
     lame_duck_grace: float = Field(
         10.0, ge=0, **_flags("--lame-duck-grace", help="Seconds lame-duck mode waits before closing the first client."),
     )
+    node_id: str = Field(
+        "", **_flags("--node-id", help="This node's name in the cluster (default: its Raft address)."),
+    )
+    raft_addr: str = Field(
+        "127.0.0.1:7222", **_flags("--raft-addr", help="host:port this node's Raft peers reach it on."),
+    )
+    peers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        **_flags("--peers", help="The other members' Raft addresses, comma-separated (this node's own is ignored)."),
+    )
+    mailbox_max_ttl: int = Field(
+        31536000, ge=0, **_flags("--mailbox-max-ttl", help="Largest mailbox TTL in seconds a create may ask for (0 = no limit)."),
+    )
+    expiry_interval: float = Field(
+        1.0, gt=0, **_flags("--expiry-interval", help="Seconds between the leader's scans for expired mailboxes."),
+    )
+    commit_max_wait: float = Field(
+        0.001, ge=0, le=1,
+        **_flags("--commit-max-wait", help="Seconds group commit waits to gather more sends into one Raft entry."),
+    )
+    commit_max_ops: int = Field(
+        2000, ge=1, **_flags("--commit-max-ops", help="Most mailbox operations carried by one Raft entry."),
+    )
     auth_token: str | None = Field(None, **_flags("--auth", help="Client token (not supported yet)."))
     user: str | None = Field(None, **_flags("--user", help="Client user name (not supported yet)."))
     password: str | None = Field(None, **_flags("--pass", "--password", help="Client password (not supported yet)."))
@@ -88,6 +111,33 @@ class Settings(BaseSettings):
         if not value.strip():
             raise ValueError("must not be empty")
         return value
+
+    @field_validator("peers", mode="before")
+    @classmethod
+    def _split_peers(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("raft_addr")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be host:port")
+        return value
+
+    @field_validator("peers")
+    @classmethod
+    def _peers_host_port(cls, value: list[str]) -> list[str]:
+        for peer in value:
+            cls._host_port(peer)
+        return value
+
+    @property
+    def other_peers(self) -> list[str]:
+        """The peers without this node's own address."""
+        return [peer for peer in dict.fromkeys(self.peers) if peer != self.raft_addr]
 
     @model_validator(mode="after")
     def _no_auth_yet(self) -> "Settings":
@@ -174,7 +224,8 @@ def reference_markdown() -> str:
     for name, field in Settings.model_fields.items():
         extra = field.json_schema_extra or {}
         flags = ", ".join(f"`{flag}`" for flag in extra.get("flags", []))
-        default = "(host name)" if field.default_factory is not None else f"`{field.default}`"
+        default = f"`{field.default}`" if field.default_factory is None else (
+            "(host name)" if name == "server_name" else "(none)")
         rows.append(f"| `{name}` | {flags} | `MQ9_{name.upper()}` | {default} | {field.description} |")
     return "\n".join([
         "# Configuration reference",

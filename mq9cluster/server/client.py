@@ -30,7 +30,7 @@ PING = encode.PING_FRAME
 class Subscription:
     """One SUB of one client. Identity-hashed: the subject index stores these objects."""
 
-    __slots__ = ("client", "subject", "queue", "sid", "max_msgs", "delivered")
+    __slots__ = ("client", "subject", "queue", "sid", "max_msgs", "delivered", "mailbox")
 
     def __init__(self, client: "Client", subject: bytes, queue: bytes | None, sid: bytes) -> None:
         self.client = client
@@ -39,6 +39,21 @@ class Subscription:
         self.sid = sid
         self.max_msgs = 0
         self.delivered = 0
+        self.mailbox = False  # delivered by the mailbox service, not through the subject index
+
+    @property
+    def closed(self) -> bool:
+        """The connection is gone, or this subscription was removed from it."""
+        return self.client.closed or self.client.subs.get(self.sid) is not self
+
+    def send(self, subject: bytes, payload: bytes, headers: bytes | None) -> None:
+        """Deliver one message published by the broker itself (mailbox deliveries, events)."""
+        self.client.deliver(self, subject, None, payload, headers)
+
+    def pending(self) -> int:
+        """Bytes queued to this subscription's connection."""
+        out = self.client.out
+        return out.pending() if out is not None else 0
 
 
 class Router(Protocol):
@@ -48,7 +63,7 @@ class Router(Protocol):
 
     def info_for(self, client: "Client") -> bytes: ...
     def publish(self, origin: "Client", subj: bytes, reply: bytes | None, payload: bytes, hdrs: bytes | None) -> None: ...
-    def subscribe(self, sub: Subscription) -> None: ...
+    def subscribe(self, sub: Subscription) -> str | None: ...
     def unsubscribe(self, sub: Subscription) -> None: ...
     def slow_consumer(self, client: "Client") -> None: ...
     def client_closed(self, client: "Client", reason: str) -> None: ...
@@ -190,8 +205,11 @@ class Client(asyncio.Protocol):
             return
         sub = Subscription(self, event.subject, event.queue, event.sid)
         self.subs[event.sid] = sub
-        self.router.subscribe(sub)
-        if self.verbose:
+        error = self.router.subscribe(sub)
+        if error is not None:
+            del self.subs[event.sid]
+            self.send(encode.err(error))
+        elif self.verbose:
             self.send(OK)
 
     def _on_unsub(self, event: Unsub) -> None:

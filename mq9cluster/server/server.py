@@ -16,6 +16,7 @@ import secrets
 import socket
 import time
 from collections.abc import Iterable
+from typing import Protocol
 
 from mq9cluster import __version__
 from mq9cluster.config import Settings
@@ -27,6 +28,17 @@ log = logging.getLogger("mq9cluster.server")
 
 #: The NATS server version we present: clients enable features (headers, no-responders) by it.
 NATS_COMPAT_VERSION = "2.10.0"
+
+
+MQ9_PREFIX = b"$mq9."
+
+
+class MailboxGateway(Protocol):
+    """What the server needs from the mailbox layer for ``$mq9.`` subjects."""
+
+    def publish(self, subject: bytes, reply: bytes | None, payload: bytes, headers: bytes | None) -> None: ...
+    def subscribe(self, sub: Subscription) -> str: ...
+    def unsubscribe(self, sub: Subscription) -> None: ...
 
 
 def new_server_id() -> str:
@@ -48,8 +60,9 @@ class Stats:
 class Server:
     """One broker node's client-facing NATS server."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, gateway: MailboxGateway | None = None) -> None:
         self.settings = settings
+        self.gateway = gateway
         self.server_id = new_server_id()
         self.sublist = Sublist()
         self.clients: dict[int, Client] = {}
@@ -173,13 +186,36 @@ class Server:
 
     # -- routing -----------------------------------------------------------------------------
 
-    def subscribe(self, sub: Subscription) -> None:
-        """Index a new subscription."""
+    def subscribe(self, sub: Subscription) -> str | None:
+        """Index a new subscription (or hand a ``$mq9.`` one to the mailbox layer); an -ERR text if refused."""
+        if self.gateway is not None and sub.subject.startswith(MQ9_PREFIX):
+            verdict = self.gateway.subscribe(sub)
+            if verdict == "forbidden":
+                subject = sub.subject.decode("utf-8", "replace")
+                return f'Permissions Violation for Subscription to "{subject}"'
+            if verdict == "taken":
+                sub.mailbox = True
+                return None
         self.sublist.insert(sub)
+        return None
 
     def unsubscribe(self, sub: Subscription) -> None:
-        """Drop a subscription from the index."""
-        self.sublist.remove(sub)
+        """Drop a subscription from the index (or from the mailbox layer)."""
+        if sub.mailbox:
+            self.gateway.unsubscribe(sub)
+        else:
+            self.sublist.remove(sub)
+
+    def reply(self, subject: bytes, payload: bytes) -> None:
+        """Publish a message the broker itself originates (mailbox replies) as plain NATS."""
+        result = self.sublist.match(subject)
+        for sub in result.plain:
+            sub.client.deliver(sub, subject, None, payload, None)
+        for group in result.queues:
+            members = [s for s in group if not s.client.closed]
+            if members:
+                sub = self._random.choice(members)
+                sub.client.deliver(sub, subject, None, payload, None)
 
     def publish(self, origin: Client, subj: bytes, reply: bytes | None, payload: bytes, hdrs: bytes | None) -> None:
         """Deliver to every matching plain subscription and to one member of each queue group."""
@@ -187,6 +223,9 @@ class Server:
         size = len(payload)
         stats.in_msgs += 1
         stats.in_bytes += size
+        if self.gateway is not None and subj.startswith(MQ9_PREFIX):
+            self.gateway.publish(subj, reply, payload, hdrs)
+            return
         result = self.sublist.match(subj)
         delivered = 0
         plain = result.plain

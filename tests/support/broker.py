@@ -46,6 +46,7 @@ class Broker:
         self.kind = kind
         self.port = free_port()
         self.http_port = free_port()
+        self.raft_port = free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
         self.extra_args = list(extra_args or [])
         self.workdir = workdir
@@ -56,8 +57,8 @@ class Broker:
         ports = ["-a", "127.0.0.1", "-p", str(self.port), "-m", str(self.http_port)]
         if self.kind == "nats-server":
             return [nats_server_binary(), *ports, *self.extra_args]
-        data = ["--data-dir", str(self.workdir / f"data-{self.port}")]
-        return [*mq9cluster_command(), "start", *ports, *data, *self.extra_args]
+        node = ["--data-dir", str(self.workdir / f"data-{self.port}"), "--raft-addr", f"127.0.0.1:{self.raft_port}"]
+        return [*mq9cluster_command(), "start", *ports, *node, *self.extra_args]
 
     def start(self) -> "Broker":
         """Start the process and wait until its client port accepts connections."""

@@ -1,0 +1,656 @@
+"""The Raft adapter: one pysyncobj ``SyncObj`` with one replicated ``apply(bytes)``, driven fast.
+
+Owns the replicated object, its tick thread, the entry envelope (first byte = opcode), proposals
+and their outcomes, the read barrier, the snapshot file container and Raft status. It knows
+nothing of mailboxes: the state machine is a callback ``apply_entry(index, entry)``. Besides
+``journal.py`` this is the only module that imports pysyncobj.
+
+Threads: pysyncobj runs on this module's tick thread; ``apply_entry``, ``last_applied`` and the
+snapshot hooks are called there, in log order. Proposal outcomes reach asyncio through
+``loop.call_soon_threadsafe``. ``read_barrier`` belongs to one event loop.
+
+pysyncobj behaviour relied on (``pysyncobj/syncobj.py`` of 0.3.17):
+
+- A tick (``_onTick``, L611) does, in order: leader commit computation (L653-686), applying
+  committed entries (L688, ``__applyLogEntries`` L708), AppendEntries (L690-692), taking queued
+  proposals into the log (L699, ``_checkCommandsToApply`` L503), then ``poll`` (L706). A proposal
+  taken into the log of a one-node cluster therefore commits only in the *next* tick.
+- With ``appendEntriesUseBatch=False`` a proposal writes to a pipe that wakes the poller (L498,
+  L263) and the leader sends AppendEntries per new entry (L540) and after applying (L731).
+- ``__raftLastApplied`` is incremented *after* the replicated method returns (L718-725), so the
+  entry being applied has index ``raftLastApplied + 1``. An exception out of the method leaves it
+  unincremented: the entry is applied again on the next tick, forever (hence: fatal, stop).
+- After a restart ``__raftLastApplied`` is 1 (L177) and the commit index comes from the journal
+  (L176): every committed entry is applied again from index 2 unless a snapshot was loaded, which
+  sets it to the snapshot's index (L1497). Index 1 and each new leader's first entry are
+  pysyncobj no-ops (L168, L1227) that never reach ``apply``, so ``apply_entry`` sees increasing,
+  not contiguous, indexes.
+- A proposal's callback fires on the tick thread right after its entry is applied locally
+  (L719-723), with ``DISCARDED`` if another term's entry took its index; a follower forwards
+  proposals to the leader (L554-566) and fails them with ``LEADER_CHANGED`` on a leader change
+  (L1246). Callbacks run before L725: one that raises makes the entry apply again, so ours never
+  raise.
+- Method ids come from the sorted names of replicated methods (L226-255).
+- With a custom serializer the snapshot is written synchronously on the tick thread into
+  ``fullDumpFile + '.tmp'`` and renamed over ``fullDumpFile`` (serializer.py L84-97); the
+  deserializer's result, prefixed with ``None``, replaces pysyncobj's pickled object state
+  (serializer.py L110-111, syncobj.py L1472-1511), and a failing deserializer is only logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import enum
+import functools
+import itertools
+import logging
+import os
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import msgpack
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjException, replicated
+from pysyncobj.node import Node, TCPNode
+from pysyncobj.pipe_notifier import PipeNotifier
+from pysyncobj.transport import TCPTransport
+
+from mq9cluster.cluster.journal import install_durable_journal
+from mq9cluster.errors import Mq9Error
+
+logger = logging.getLogger(__name__)
+
+
+class Op(enum.IntEnum):
+    """Entry opcodes: the first byte of every entry this module proposes.
+
+    APPEND-ONLY. Never renumber, reuse or remove a value: the Raft log (and every snapshot's
+    journal tail) of a running cluster holds entries of every opcode ever written. A new kind of
+    entry gets the next free number; a changed payload gets a new opcode or a version inside it.
+    """
+
+    NOOP = 0x00  # read barrier; handled here, never passed to apply_entry
+    BATCH = 0x01  # groupcommit: msgpack list of opaque operations
+
+
+NOOP_ENTRY = bytes([Op.NOOP])
+MAX_ENTRY_BYTES = 1 << 20
+# Larger than any entry, so pysyncobj never takes its chunked path for one entry (syncobj.py
+# L1275-1296), whose end-of-transfer test compares against the unpickled size.
+_APPEND_ENTRIES_BATCH_BYTES = 4 << 20
+_DISABLED = 1 << 62  # "never" for pysyncobj's compaction thresholds
+_EXPIRY_SCAN_INTERVAL = 0.01
+# pysyncobj's (serializer.py L85, L176) and ours (_write_snapshot, _read_snapshot).
+_SNAPSHOT_TEMPORARIES = (".tmp", ".1.tmp", ".tmp.state", ".state")
+
+ApplyEntry = Callable[[int, bytes], Any]
+Done = Callable[[Any, "BaseException | None"], None]
+
+
+class ProposalFailed(Mq9Error):
+    """A proposal was not applied here; retrying is safe once the command is idempotent.
+
+    ``maybe_applied`` is False when the entry is known not to be in the committed log (it was never
+    appended, or another entry took its index) and True when it may still commit (timeout, leader
+    change after forwarding, node stopped): a retry must then be deduplicated by the state machine.
+    """
+
+    def __init__(self, reason: str, *, maybe_applied: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.maybe_applied = maybe_applied
+
+
+class NotLeader(ProposalFailed):
+    """No leader took the proposal; ``leader_hint`` is the leader this node knows of, if any."""
+
+    def __init__(self, reason: str, leader_hint: str | None, *, maybe_applied: bool) -> None:
+        super().__init__(f"{reason} (leader: {leader_hint or 'unknown'})", maybe_applied=maybe_applied)
+        self.leader_hint = leader_hint
+
+
+@dataclass(frozen=True)
+class RaftTuning:
+    """Timings for LAN/loopback clusters and snapshot thresholds; see docs/durability.md."""
+
+    heartbeat: float = 0.05  # appendEntriesPeriod
+    election_timeout_min: float = 0.3  # > 3 heartbeats (pysyncobj asserts it)
+    election_timeout_max: float = 0.6
+    leader_fallback: float = 1.0  # a leader without a quorum's answers steps down after this
+    connection_timeout: float = 2.0
+    reconnect_interval: float = 0.1  # < election_timeout_min: a restarted peer hears the leader first
+    propose_timeout: float = 5.0
+    snapshot_min_entries: int = 50_000
+    snapshot_min_interval: float = 600.0
+
+
+@dataclass(frozen=True)
+class RaftStatus:
+    """One node's view of the cluster, for monitoring."""
+
+    address: str
+    role: str  # "leader", "candidate", "follower" or "stopped"
+    term: int
+    leader: str | None
+    commit_index: int
+    last_applied: int
+    log_entries: int
+    has_quorum: bool
+    peers: dict[str, bool]  # address -> connected
+    match_index: dict[str, int]  # leader only: address -> highest index known stored there
+
+
+_ROLES = {0: "follower", 1: "candidate", 2: "leader"}
+
+
+class _Waiters:
+    """Outcome callbacks of proposals in flight, with their deadlines; safe from any thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: dict[int, tuple[float, Done]] = {}
+        self._ids = itertools.count()
+
+    def add(self, done: Done, timeout: float) -> int:
+        token = next(self._ids)
+        with self._lock:
+            self._items[token] = (time.monotonic() + timeout, done)
+        return token
+
+    def pop(self, token: int) -> Done | None:
+        with self._lock:
+            item = self._items.pop(token, None)
+        return None if item is None else item[1]
+
+    def expired(self, now: float) -> list[Done]:
+        """Remove and return the callbacks whose deadline passed."""
+        with self._lock:
+            late = [token for token, (deadline, _) in self._items.items() if deadline <= now]
+            return [self._items.pop(token)[1] for token in late]
+
+    def drain(self) -> list[Done]:
+        with self._lock:
+            items, self._items = self._items, {}
+        return [done for _, done in items.values()]
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)
+
+
+class _Transport(TCPTransport):
+    """pysyncobj's TCP transport, with AppendEntries made safe to pipeline.
+
+    With AppendEntries sent per entry (``appendEntriesUseBatch=False``) several are in flight to a
+    follower, and pysyncobj mishandles that twice:
+
+    - the leader sets ``nextIndex`` to the follower's reply on every success (syncobj.py
+      L1079-1082), so a reply to an older AppendEntries moves it back and entries already sent go
+      out again: each resend costs the follower an fsync per entry. Here the leader keeps
+      ``nextIndex`` where it was (a follower that really lacks entries answers ``reset``, which
+      pysyncobj still honours, L1077);
+    - a follower truncates its log after ``prevLogIdx`` whenever it is longer, without comparing
+      terms (L991-1006): a resend (after a ``reset`` several can be in flight) deletes entries it
+      acknowledged, even applied ones, from its disk until they are appended again. Here the
+      follower first drops the entries it provably holds: if its last entry has the leader's
+      term, it came from this leader, so by Log Matching its whole log is a prefix of the leader's.
+
+    Both read pysyncobj's private state; this class is the only place that does.
+    """
+
+    def _onMessageReceived(self, node: Node, message: Any) -> None:
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "append_entries" and "prevLogIdx" in message and "transmission" not in message:
+            message = self._without_held_entries(message)
+        elif kind == "next_node_idx" and message["success"] and not message["reset"]:
+            next_index: dict[Node, int] = self._syncObj._SyncObj__raftNextIndex
+            before = next_index.get(node)
+            super()._onMessageReceived(node, message)
+            if before is not None and next_index.get(node, before) < before:
+                next_index[node] = before
+            return
+        super()._onMessageReceived(node, message)
+
+    def _without_held_entries(self, message: dict[str, Any]) -> dict[str, Any]:
+        _, last, term = self._syncObj._SyncObj__raftLog[-1]
+        if message["prevLogIdx"] >= last or term != message["term"]:
+            return message  # nothing held past prevLogIdx, or a conflict pysyncobj must resolve
+        entries = [entry for entry in message.get("entries", ()) if entry[1] > last]
+        return {**message, "prevLogIdx": last, "prevLogTerm": term, "entries": entries}
+
+
+class _ReplicatedLog(SyncObj):
+    """The pysyncobj object. Holds no state of its own: state lives in the store."""
+
+    def __init__(self, on_apply: Callable[[int, bytes], Any], self_address: str, peers: list[str],
+                 conf: SyncObjConf) -> None:
+        self._on_apply = on_apply
+        try:
+            super().__init__(self_address, peers, conf, transportClass=_Transport)
+        except SyncObjException as exc:
+            self._doDestroy()  # the journal is open and the transport half built: close both
+            raise OSError(f"raft: cannot bind {self_address}: {exc.errorCode}") from exc
+
+    # NEVER rename this method and never add another @replicated method: pysyncobj numbers
+    # replicated methods by their sorted names and stores the number in every log entry. Change
+    # the payload instead: a new opcode (see Op) or a version inside it.
+    @replicated
+    def apply(self, entry: bytes) -> Any:
+        # pysyncobj increments raftLastApplied only after this returns (syncobj.py L718-725).
+        return self._on_apply(self.raftLastApplied + 1, entry)
+
+
+class RaftNode:
+    """One Raft member: propose bytes, get the state machine's result once applied here."""
+
+    def __init__(
+        self,
+        self_address: str,
+        peers: list[str],
+        data_dir: str,
+        apply_entry: ApplyEntry,
+        last_applied: Callable[[], int],
+        *,
+        snapshot_writer: Callable[[str], None] | None = None,
+        snapshot_reader: Callable[[str], None] | None = None,
+        tuning: RaftTuning = RaftTuning(),
+        on_fatal: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        """Open the journal in ``data_dir/raft``, bind ``self_address`` and start ticking.
+
+        ``apply_entry(index, entry)`` applies one committed entry (never a no-op) and returns its
+        result; it must not raise for user errors: an exception stops the node. ``last_applied()``
+        is the store's last applied index (cheap: called per entry); entries at or below it are
+        skipped. ``snapshot_writer(path)`` writes the state machine's snapshot to ``path`` and
+        ``snapshot_reader(path)`` replaces the state machine's state by one; without them log
+        compaction is disabled and the journal grows without bound. ``on_fatal`` is called on the
+        tick thread after the node stopped on an error.
+        """
+        if (snapshot_writer is None) != (snapshot_reader is None):
+            raise ValueError("give both snapshot_writer and snapshot_reader, or neither")
+        self.address = self_address
+        self._apply_entry = apply_entry
+        self._last_applied = last_applied
+        self._snapshot_writer = snapshot_writer
+        self._snapshot_reader = snapshot_reader
+        self._tuning = tuning
+        self._on_fatal = on_fatal
+        self._waiters = _Waiters()
+        self._failure: BaseException | None = None
+        self._stopping = False
+        self._stopped = False
+        self._barrier_next: asyncio.Future[None] | None = None
+        self._barrier_flying = False
+        raft_dir = os.path.join(data_dir, "raft")
+        os.makedirs(raft_dir, exist_ok=True)
+        for stale in _SNAPSHOT_TEMPORARIES:  # left by a crash while a snapshot was written or read
+            path = os.path.join(raft_dir, "snapshot" + stale)
+            if os.path.exists(path):
+                os.unlink(path)
+        install_durable_journal()
+        others = sorted({peer for peer in peers if peer != self_address})
+        self._obj = _ReplicatedLog(self._apply, self_address, others, self._conf(raft_dir))
+        self._wakeup = PipeNotifier(self._obj._poller)
+        self._thread = threading.Thread(target=self._run, name=f"raft-{self_address}", daemon=True)
+        self._thread.start()
+
+    def _conf(self, raft_dir: str) -> SyncObjConf:
+        t = self._tuning
+        with_snapshots = self._snapshot_writer is not None
+        return SyncObjConf(
+            autoTick=False,  # our tick thread (_run) decides when to tick and how long to wait
+            appendEntriesUseBatch=False,  # wake the poller per proposal, send entries at once
+            appendEntriesPeriod=t.heartbeat,
+            appendEntriesBatchSizeBytes=_APPEND_ENTRIES_BATCH_BYTES,
+            raftMinTimeout=t.election_timeout_min,
+            raftMaxTimeout=t.election_timeout_max,
+            leaderFallbackTimeout=t.leader_fallback,
+            connectionTimeout=t.connection_timeout,
+            connectionRetryTime=t.reconnect_interval,
+            commandsQueueSize=100_000,
+            commandsWaitLeader=True,  # queue during elections; our deadline bounds the wait
+            dynamicMembershipChange=True,
+            bindAddress=self.address,  # pysyncobj would otherwise bind 0.0.0.0
+            maxBindRetries=1,  # fail at once if the port is taken (0 = spin forever)
+            journalFile=os.path.join(raft_dir, "journal"),
+            fullDumpFile=os.path.join(raft_dir, "snapshot") if with_snapshots else None,
+            # Without hooks pysyncobj would pickle this object's attributes: never let it.
+            logCompactionMinEntries=t.snapshot_min_entries if with_snapshots else _DISABLED,
+            logCompactionMinTime=t.snapshot_min_interval if with_snapshots else _DISABLED,
+            serializer=self._write_snapshot if with_snapshots else None,
+            deserializer=self._read_snapshot if with_snapshots else None,
+            useFork=False,
+            onStateChanged=self._on_state_changed,
+        )
+
+    # -- the tick thread ----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        """Tick without sleeping while a tick makes progress; otherwise wait for I/O or a timer."""
+        obj = self._obj
+        idle_wait = self._tuning.heartbeat / 2  # heartbeats and elections are checked per tick
+        next_expiry = 0.0
+        try:
+            while not self._stopping:
+                before = (obj._getRaftLogSize(), obj.raftCommitIndex, obj.raftLastApplied)
+                obj.doTick(0.0)
+                if self._failure is not None:  # a snapshot failed to load (pysyncobj logs only)
+                    raise self._failure
+                now = time.monotonic()
+                if now >= next_expiry:  # a scan of every waiter: not on every tick
+                    self._expire(now)
+                    next_expiry = now + _EXPIRY_SCAN_INTERVAL
+                if (obj._getRaftLogSize(), obj.raftCommitIndex, obj.raftLastApplied) == before:
+                    obj._poller.poll(idle_wait)
+        except BaseException as exc:
+            self._failure = self._failure or exc
+            logger.critical("raft %s: stopping on a fatal error", self.address, exc_info=exc)
+        finally:
+            self._stopped = True
+            try:
+                obj.destroy()  # autoTick=False: closes transport and journal right here
+            except Exception:
+                logger.exception("raft %s: closing failed", self.address)
+            self._fail_all(ProposalFailed("raft node stopped", maybe_applied=True))
+            if self._failure is not None and self._on_fatal is not None:
+                try:
+                    self._on_fatal(self._failure)
+                except Exception:
+                    logger.exception("raft %s: on_fatal callback failed", self.address)
+
+    def _apply(self, index: int, entry: bytes) -> Any:
+        """The replicated method's body: skip, handle a no-op, or hand over to the state machine."""
+        if self._failure is not None:
+            raise RuntimeError("raft node failed earlier; refusing to apply")
+        if index <= self._last_applied() or entry[:1] == NOOP_ENTRY:
+            return None
+        try:
+            return self._apply_entry(index, entry)
+        except BaseException as exc:
+            self._failure = exc
+            logger.critical("raft %s: apply of entry %d failed: a bug, stopping", self.address, index)
+            raise
+
+    def _expire(self, now: float) -> None:
+        for done in self._waiters.expired(now):
+            self._call(done, None, ProposalFailed("proposal timed out", maybe_applied=True))
+
+    def _fail_all(self, error: ProposalFailed) -> None:
+        for done in self._waiters.drain():
+            self._call(done, None, error)
+
+    @staticmethod
+    def _call(done: Done, result: Any, error: BaseException | None) -> None:
+        try:
+            done(result, error)
+        except Exception:  # an outcome callback must never break pysyncobj's apply loop
+            logger.exception("raft: proposal outcome callback failed")
+
+    def _on_result(self, token: int, result: Any, reason: int) -> None:
+        done = self._waiters.pop(token)
+        if done is not None:
+            self._call(done, result, None if reason == FAIL_REASON.SUCCESS else self._error(reason))
+
+    def _error(self, reason: int) -> ProposalFailed:
+        leader = self._obj._getLeader()
+        hint = None if leader is None else leader.id
+        if reason == FAIL_REASON.MISSING_LEADER:
+            return NotLeader("no leader", hint, maybe_applied=False)
+        if reason == FAIL_REASON.NOT_LEADER:
+            return NotLeader("forwarded to a node that is no longer leader", hint, maybe_applied=False)
+        if reason == FAIL_REASON.LEADER_CHANGED:
+            return NotLeader("leader changed before confirming the proposal", hint, maybe_applied=True)
+        if reason == FAIL_REASON.QUEUE_FULL:
+            return ProposalFailed("raft proposal queue full", maybe_applied=False)
+        if reason == FAIL_REASON.DISCARDED:
+            return ProposalFailed("entry discarded: a new leader overwrote it", maybe_applied=False)
+        return ProposalFailed(f"proposal outcome unknown (pysyncobj reason {reason})", maybe_applied=True)
+
+    def _on_state_changed(self, old: int, new: int) -> None:
+        # Called before a candidate's term is raised (syncobj.py L639-640): only a leader's is right.
+        term = f" (term {self._obj.raftCurrentTerm})" if _ROLES.get(new) == "leader" else ""
+        logger.info("raft %s: %s -> %s%s", self.address, _ROLES.get(old), _ROLES.get(new), term)
+
+    # -- proposals ----------------------------------------------------------------------------------
+
+    def _submit(self, entry: bytes, done: Done, timeout: float | None) -> None:
+        if not isinstance(entry, bytes) or not entry:
+            raise ValueError("a raft entry is non-empty bytes starting with its opcode")
+        if len(entry) > MAX_ENTRY_BYTES:
+            raise ValueError(f"raft entry of {len(entry)} bytes exceeds {MAX_ENTRY_BYTES}")
+        token = self._waiters.add(done, self._tuning.propose_timeout if timeout is None else timeout)
+        if self._stopped:  # checked after add: _run sets _stopped before draining the waiters
+            if self._waiters.pop(token) is not None:
+                self._call(done, None, ProposalFailed("raft node stopped", maybe_applied=False))
+            return
+        self._obj.apply(entry, callback=functools.partial(self._on_result, token))
+
+    def propose(self, entry: bytes, timeout: float | None = None) -> concurrent.futures.Future[Any]:
+        """Propose ``entry``; the future gets apply_entry's result once it is applied on this node.
+
+        Fails with ProposalFailed (NotLeader among them) on any Raft-level failure and after
+        ``timeout`` (default: the tuning's ``propose_timeout``); raises ValueError for a bad entry.
+        """
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def done(result: Any, error: BaseException | None) -> None:
+            if future.set_running_or_notify_cancel():
+                if error is None:
+                    future.set_result(result)
+                else:
+                    future.set_exception(error)
+
+        self._submit(entry, done, timeout)
+        return future
+
+    async def propose_async(self, entry: bytes, timeout: float | None = None) -> Any:
+        """``propose`` for asyncio: the outcome is handed to the running loop, never blocking it."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+
+        def done(result: Any, error: BaseException | None) -> None:
+            try:
+                loop.call_soon_threadsafe(_settle, future, result, error)
+            except RuntimeError:  # the loop is closed: nobody waits for this outcome any more
+                pass
+
+        self._submit(entry, done, timeout)
+        return await future
+
+    async def read_barrier(self) -> None:
+        """Return once this node applied every entry committed when the call began.
+
+        Proven through a quorum: a no-op goes through the log and is applied here. Barriers that
+        arrive while a no-op is in flight share the next one (the one in flight may have been
+        appended before they began), so there are at most two no-ops per round trip. Fails like
+        ``propose_async``; retry or refuse the read. All callers must use one event loop.
+        """
+        group = self._barrier_next
+        if group is None:
+            group = self._barrier_next = asyncio.get_running_loop().create_future()
+            if not self._barrier_flying:
+                self._launch_barrier()
+        await asyncio.shield(group)
+
+    def _launch_barrier(self) -> None:
+        group, self._barrier_next = self._barrier_next, None
+        assert group is not None
+        self._barrier_flying = True
+        flight = asyncio.ensure_future(self.propose_async(NOOP_ENTRY))
+        flight.add_done_callback(functools.partial(self._barrier_landed, group))
+
+    def _barrier_landed(self, group: asyncio.Future[None], flight: asyncio.Future[Any]) -> None:
+        self._barrier_flying = False
+        if flight.cancelled():
+            error: BaseException | None = ProposalFailed("barrier cancelled", maybe_applied=True)
+        else:
+            error = flight.exception()
+        _settle(group, None, error)
+        if error is not None:
+            group.exception()  # retrieved here too: every waiter may have been cancelled
+        if self._barrier_next is not None:
+            self._launch_barrier()
+
+    # -- snapshots ----------------------------------------------------------------------------------
+
+    def _write_snapshot(self, path: str, raft_data: tuple[Any, Any, Any]) -> None:
+        """pysyncobj's serializer: the state machine's snapshot and pysyncobj's data in one file."""
+        last, prev, cluster = raft_data
+        state_path = path + ".state"
+        try:
+            self._snapshot_writer(state_path)  # type: ignore[misc]
+            write_snapshot_file(path, last, prev, sorted(node.id for node in cluster), state_path)
+        except Exception:
+            logger.exception("raft %s: writing snapshot at index %d failed", self.address, last[1])
+            raise
+        finally:
+            if os.path.exists(state_path):
+                os.unlink(state_path)
+
+    def _read_snapshot(self, path: str) -> tuple[Any, Any, Any]:
+        """pysyncobj's deserializer: restore the state machine unless it is already past the snapshot."""
+        try:
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())  # a snapshot received from the leader was never fsynced
+                last, prev, cluster = read_snapshot_meta(f)
+                if self._last_applied() < last[1]:
+                    state_path = path + ".state"
+                    try:
+                        extract_snapshot_state(f, state_path)
+                        self._snapshot_reader(state_path)  # type: ignore[misc]
+                    finally:
+                        if os.path.exists(state_path):
+                            os.unlink(state_path)
+            return last, prev, {TCPNode(address) for address in cluster}
+        except BaseException as exc:
+            # pysyncobj only logs a failing deserializer and would go on without the state:
+            # record it so that the tick thread stops the node.
+            self._failure = exc
+            raise
+
+    # -- status and lifecycle -----------------------------------------------------------------------
+
+    def status(self) -> RaftStatus:
+        """This node's view: role, term, leader, commit/applied index, peers; safe from any thread."""
+        if self._stopped:
+            return RaftStatus(self.address, "stopped", 0, None, 0, 0, 0, False, {}, {})
+        for _ in range(3):  # getStatus iterates sets the tick thread may resize (membership)
+            try:
+                raw = self._obj.getStatus()
+                break
+            except RuntimeError:
+                continue
+        else:
+            raise RuntimeError("raft status kept changing while read")
+        peers = _suffixed(raw, "partner_node_status_server_")
+        return RaftStatus(
+            address=self.address,
+            role=_ROLES[raw["state"]],
+            term=raw["raft_term"],
+            leader=None if raw["leader"] is None else raw["leader"].id,
+            commit_index=raw["commit_idx"],
+            last_applied=raw["last_applied"],
+            log_entries=raw["log_len"],
+            has_quorum=raw["has_quorum"],
+            peers={address: state == 2 for address, state in peers.items()},
+            match_index=_suffixed(raw, "match_idx_server_") if raw["state"] == 2 else {},
+        )
+
+    @property
+    def failure(self) -> BaseException | None:
+        """The error that stopped the node, if one did."""
+        return self._failure
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop ticking, close the transport and the journal; pending proposals fail.
+
+        From the tick thread itself (``on_fatal``, ``apply_entry``) it only asks the loop to end.
+        """
+        self._stopping = True
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._wakeup.notify()
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise RuntimeError(f"raft {self.address}: tick thread did not stop in {timeout} s")
+
+
+def _suffixed(raw: dict[str, Any], prefix: str) -> dict[str, Any]:
+    return {key[len(prefix):]: value for key, value in raw.items() if key.startswith(prefix)}
+
+
+# -- snapshot file container ------------------------------------------------------------------------
+#
+# FILE_MAGIC, u32 meta length, u32 CRC32 of meta, meta (msgpack [last entry, previous entry,
+# cluster addresses], an entry being [command, idx, term]), the state machine's snapshot bytes,
+# then u64 state length and u32 CRC32 of the state. pysyncobj sends this file to followers as is.
+
+SNAPSHOT_MAGIC = b"MQ9SNAP\x01"
+_META_HEAD = struct.Struct("<II")
+_STATE_TAIL = struct.Struct("<QI")
+_COPY_CHUNK = 1 << 20
+
+
+class SnapshotCorrupt(Mq9Error):
+    """A snapshot file is truncated, foreign or fails its checksum."""
+
+
+def write_snapshot_file(path: str, last: Any, prev: Any, cluster: list[str], state_path: str) -> None:
+    """Write the container to ``path`` and fsync it (pysyncobj renames it into place)."""
+    meta = msgpack.packb([list(last), list(prev), cluster], use_bin_type=True)
+    with open(path, "wb") as out, open(state_path, "rb") as state:
+        out.write(SNAPSHOT_MAGIC + _META_HEAD.pack(len(meta), zlib.crc32(meta)) + meta)
+        length, crc = 0, 0
+        while chunk := state.read(_COPY_CHUNK):
+            out.write(chunk)
+            length, crc = length + len(chunk), zlib.crc32(chunk, crc)
+        out.write(_STATE_TAIL.pack(length, crc))
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def read_snapshot_meta(f: BinaryIO) -> tuple[tuple[bytes, int, int], tuple[bytes, int, int], list[str]]:
+    """(last entry, previous entry, cluster addresses); leaves ``f`` at the state bytes."""
+    head = f.read(len(SNAPSHOT_MAGIC) + _META_HEAD.size)
+    if len(head) < len(SNAPSHOT_MAGIC) + _META_HEAD.size or not head.startswith(SNAPSHOT_MAGIC):
+        raise SnapshotCorrupt(f"{f.name}: not an mq9 snapshot (header {head[:8]!r})")
+    length, crc = _META_HEAD.unpack_from(head, len(SNAPSHOT_MAGIC))
+    meta = f.read(length)
+    if len(meta) != length or zlib.crc32(meta) != crc:
+        raise SnapshotCorrupt(f"{f.name}: snapshot metadata truncated or checksum mismatch")
+    last, prev, cluster = msgpack.unpackb(meta, raw=False)
+    return tuple(last), tuple(prev), cluster  # type: ignore[return-value]
+
+
+def extract_snapshot_state(f: BinaryIO, state_path: str) -> None:
+    """Copy the state bytes after the metadata to ``state_path``, verifying length and checksum."""
+    start = f.tell()
+    end = os.fstat(f.fileno()).st_size - _STATE_TAIL.size
+    if end < start:
+        raise SnapshotCorrupt(f"{f.name}: snapshot truncated")
+    f.seek(end)
+    length, crc = _STATE_TAIL.unpack(f.read(_STATE_TAIL.size))
+    if length != end - start:
+        raise SnapshotCorrupt(f"{f.name}: snapshot state is {end - start} bytes, expected {length}")
+    f.seek(start)
+    actual = 0
+    with open(state_path, "wb") as out:
+        remaining = length
+        while remaining:
+            chunk = f.read(min(_COPY_CHUNK, remaining))
+            if not chunk:
+                raise SnapshotCorrupt(f"{f.name}: snapshot truncated")
+            out.write(chunk)
+            actual = zlib.crc32(chunk, actual)
+            remaining -= len(chunk)
+    if actual != crc:
+        raise SnapshotCorrupt(f"{f.name}: snapshot state checksum mismatch")

@@ -1,0 +1,290 @@
+"""Delivery: mailbox subscriptions get their backlog in priority order, then live arrivals.
+
+Runs on the event loop. A new subscription first buffers live changes, waits for the read
+barrier, replays a fixed view of the store (highest priority first, FIFO inside a level) at the
+pace its connection drains, then flushes the buffer; a per-level cursor (last msg_id given)
+drops whatever the replay already sent, so there is no gap and no duplicate. Queue groups give
+each message to one member and report their progress so that it is replicated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import random
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Protocol
+
+from mq9cluster.mailbox.machine import Appended, Change, Created, GroupAdvanced, Removed
+from mq9cluster.mailbox.names import PRIORITY_NAMES, SDK_PRIORITY_NAMES
+from mq9cluster.mailbox.subjects import PUBLIC_LIST, Receive
+from mq9cluster.store import Mailbox, Message
+from mq9cluster.store.reads import StoreReads
+
+log = logging.getLogger("mq9cluster.delivery")
+
+REPLAY_CHUNK = 512
+REPLAY_MAX_PENDING = 4 * 1048576  # bytes queued to a replaying client before replay waits
+_PUBLIC_LIST = PUBLIC_LIST.encode()
+
+
+class Subscriber(Protocol):
+    """What delivery needs of a client's subscription (the server implements it)."""
+
+    subject: bytes
+    queue: bytes | None
+
+    @property
+    def closed(self) -> bool: ...
+    def send(self, subject: bytes, payload: bytes, headers: bytes | None) -> None: ...
+    def pending(self) -> int: ...
+
+
+def mq9_headers(message: Message) -> bytes:
+    """The header block of a dialect-1 delivery: mq9 headers after any the sender gave."""
+    own = (f"mq9-msg-id: {message.msg_id}\r\nmq9-priority: {PRIORITY_NAMES[message.priority]}\r\n"
+           f"mq9-ts: {message.ts_ms}\r\n\r\n").encode()
+    if message.headers and message.headers.startswith(b"NATS/1.0"):
+        return message.headers[:-2] + own
+    return b"NATS/1.0\r\n" + own
+
+
+def frame(message: Message, sdk: bool) -> tuple[bytes, bytes, bytes | None]:
+    """(subject, payload, headers) of one delivery in the receiver's dialect."""
+    if sdk:
+        level = SDK_PRIORITY_NAMES[message.priority]
+        envelope = {"msg_id": message.msg_id, "payload": base64.b64encode(message.payload).decode(),
+                    "priority": level, "ts": message.ts_ms}
+        return f"$mq9.AI.MAILBOX.MSG.{message.address}.{level}".encode(), json.dumps(envelope).encode(), None
+    subject = f"$mq9.AI.MAILBOX.{message.address}.{PRIORITY_NAMES[message.priority]}".encode()
+    return subject, message.payload, mq9_headers(message)
+
+
+class Receiver:
+    """One subscription's progress: a cursor per level, and live changes held during replay."""
+
+    __slots__ = ("sub", "target", "cursor", "held", "active")
+
+    def __init__(self, sub: Subscriber, target: Receive) -> None:
+        self.sub = sub
+        self.target = target
+        self.cursor: dict[int, int] = {}
+        self.held: list[Message] | None = []  # None once replay is done
+        self.active = True
+
+    def wants(self, message: Message) -> bool:
+        return message.priority in self.target.levels and message.msg_id > self.cursor.get(message.priority, 0)
+
+    def give(self, message: Message) -> None:
+        self.cursor[message.priority] = message.msg_id
+        self.sub.send(*frame(message, self.target.sdk))
+
+
+class Group:
+    """A queue group of one mailbox on this node: members, and the cursor of what it was given."""
+
+    __slots__ = ("address", "name", "members", "cursor", "held", "rng")
+
+    def __init__(self, address: str, name: str) -> None:
+        self.address = address
+        self.name = name
+        self.members: list[Receiver] = []
+        self.cursor: dict[int, int] = {}
+        self.held: list[Message] | None = []
+        self.rng = random.Random()
+
+    def wants(self, message: Message) -> bool:
+        return message.msg_id > self.cursor.get(message.priority, 0)
+
+    def give(self, message: Message) -> bool:
+        """Hand ``message`` to one eligible member; False if none can take it."""
+        eligible = [m for m in self.members if m.active and not m.sub.closed and message.priority in m.target.levels]
+        if not eligible:
+            return False
+        member = eligible[0] if len(eligible) == 1 else self.rng.choice(eligible)
+        member.give(message)
+        self.cursor[message.priority] = message.msg_id
+        return True
+
+
+class Delivery:
+    """All mailbox and PUBLIC.LIST subscriptions of this node."""
+
+    def __init__(
+        self,
+        store: StoreReads,
+        barrier: Callable[[], Awaitable[None]],
+        report_progress: Callable[[str, str, dict[int, int]], None],
+    ) -> None:
+        self.store = store
+        self.barrier = barrier
+        self.report_progress = report_progress
+        self.receivers: dict[str, list[Receiver]] = {}
+        self.groups: dict[tuple[str, str], Group] = {}
+        self.watchers: dict[Subscriber, list[tuple[str, str, bytes]] | None] = {}
+        self._tasks: set[asyncio.Task] = set()
+
+    # -- subscriptions -----------------------------------------------------------------------
+
+    def add_receiver(self, sub: Subscriber, target: Receive) -> None:
+        """Start delivering ``target``'s mailbox to ``sub``: backlog first, then live."""
+        receiver = Receiver(sub, target)
+        if sub.queue is None:
+            self.receivers.setdefault(target.address, []).append(receiver)
+            self._spawn(self._replay_to(receiver))
+            return
+        key = (target.address, sub.queue.decode())
+        group = self.groups.get(key)
+        receiver.held = None
+        if group is None:
+            group = self.groups[key] = Group(*key)
+            group.members.append(receiver)
+            self._spawn(self._replay_to_group(group))
+        else:
+            group.members.append(receiver)
+
+    def add_watcher(self, sub: Subscriber) -> None:
+        """PUBLIC.LIST subscription: one ``created`` event per public mailbox, then live events."""
+        self.watchers[sub] = []
+        self._spawn(self._replay_public(sub))
+
+    def remove(self, sub: Subscriber) -> None:
+        """Stop every delivery to ``sub``."""
+        self.watchers.pop(sub, None)
+        for address, receivers in list(self.receivers.items()):
+            for receiver in receivers:
+                if receiver.sub is sub:
+                    receiver.active = False
+            kept = [r for r in receivers if r.active]
+            if kept:
+                self.receivers[address] = kept
+            else:
+                del self.receivers[address]
+        for key, group in list(self.groups.items()):
+            for member in group.members:
+                if member.sub is sub:
+                    member.active = False
+            group.members = [m for m in group.members if m.active]
+            if not group.members:
+                del self.groups[key]
+
+    # -- changes from the state machine ------------------------------------------------------
+
+    def apply_changes(self, changes: Iterable[Change]) -> None:
+        """Fan committed changes out to this node's subscribers (called on the loop, in log order)."""
+        for change in changes:
+            kind = type(change)
+            if kind is Appended:
+                self._offer(change.message)
+            elif kind is Created and change.mailbox.public:
+                self._announce("created", change.mailbox)
+            elif kind is Removed and change.mailbox.public:
+                self._announce(change.reason, change.mailbox)
+            elif kind is GroupAdvanced:
+                group = self.groups.get((change.address, change.group))
+                if group is not None:
+                    for level, msg_id in change.cursor.items():
+                        group.cursor[level] = max(group.cursor.get(level, 0), msg_id)
+
+    def _offer(self, message: Message) -> None:
+        for receiver in self.receivers.get(message.address, ()):
+            if receiver.held is not None:
+                receiver.held.append(message)
+            elif receiver.wants(message) and not receiver.sub.closed:
+                receiver.give(message)
+        for group in self.groups.values():
+            if group.address != message.address:
+                continue
+            if group.held is not None:
+                group.held.append(message)
+            elif group.wants(message) and group.give(message):
+                self.report_progress(group.address, group.name, {message.priority: message.msg_id})
+
+    @staticmethod
+    def _event(event: str, mailbox: Mailbox) -> bytes:
+        return json.dumps({"event": event, "mail_address": mailbox.address, "mail_id": mailbox.address,
+                           "desc": mailbox.desc}).encode()
+
+    def _announce(self, event: str, mailbox: Mailbox) -> None:
+        payload = self._event(event, mailbox)
+        for sub, held in self.watchers.items():
+            if held is not None:
+                held.append((event, mailbox.address, payload))
+            elif not sub.closed:
+                sub.send(_PUBLIC_LIST, payload, None)
+
+    # -- replay ------------------------------------------------------------------------------
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("replay failed", exc_info=task.exception())
+
+    @staticmethod
+    async def _paced(sub: Subscriber, count: int) -> bool:
+        """Yield to other work every chunk, and wait while the client's buffer is full."""
+        if count % REPLAY_CHUNK:
+            return not sub.closed
+        await asyncio.sleep(0)
+        while not sub.closed and sub.pending() > REPLAY_MAX_PENDING:
+            await asyncio.sleep(0.002)
+        return not sub.closed
+
+    async def _replay_to(self, receiver: Receiver) -> None:
+        await self.barrier()
+        target = receiver.target
+        count = 0
+        for message in self.store.iter_messages(target.address, target.levels):
+            if not receiver.active:
+                return
+            receiver.give(message)
+            count += 1
+            if not await self._paced(receiver.sub, count):
+                return
+        held, receiver.held = receiver.held or [], None
+        for message in held:
+            if receiver.active and receiver.wants(message) and not receiver.sub.closed:
+                receiver.give(message)
+
+    async def _replay_to_group(self, group: Group) -> None:
+        await self.barrier()
+        group.cursor = self.store.get_group_cursor(group.address, group.name)
+        count = 0
+        for message in self.store.iter_messages(group.address, None, after=group.cursor):
+            if not group.members:
+                break
+            if group.give(message):
+                count += 1
+                if count % REPLAY_CHUNK == 0:
+                    self.report_progress(group.address, group.name, dict(group.cursor))
+                    await asyncio.sleep(0)
+                    while group.members and all(m.sub.pending() > REPLAY_MAX_PENDING for m in group.members):
+                        await asyncio.sleep(0.002)
+        held, group.held = group.held or [], None
+        for message in held:
+            if group.wants(message):
+                group.give(message)
+        if group.cursor:
+            self.report_progress(group.address, group.name, dict(group.cursor))
+
+    async def _replay_public(self, sub: Subscriber) -> None:
+        await self.barrier()
+        announced = set()
+        for mailbox in self.store.public_mailboxes():
+            if sub.closed or sub not in self.watchers:
+                return
+            announced.add(mailbox.address)
+            sub.send(_PUBLIC_LIST, self._event("created", mailbox), None)
+        held = self.watchers.get(sub) or []
+        if sub in self.watchers:
+            self.watchers[sub] = None
+        for event, address, payload in held:
+            if not (event == "created" and address in announced):
+                sub.send(_PUBLIC_LIST, payload, None)

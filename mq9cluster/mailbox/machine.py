@@ -1,0 +1,147 @@
+"""The mailbox state machine: applies committed batches of ops to the store, deterministically.
+
+Runs on the Raft thread, in log order. It reads no clock and no randomness (times and ids ride
+in the ops) and never raises for a user error: those become ``{"error": ...}`` results. What
+changed is handed to ``on_changes`` (the delivery side, which moves it to the event loop).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from mq9cluster.mailbox import ops
+from mq9cluster.store import Batch, Mailbox, Message, Store
+
+Result = dict[str, Any]
+
+
+class Appended(NamedTuple):
+    """A message was stored."""
+
+    message: Message
+
+
+class Created(NamedTuple):
+    """A mailbox came into existence."""
+
+    mailbox: Mailbox
+
+
+class Removed(NamedTuple):
+    """A mailbox and its messages are gone (``reason``: expired or deleted)."""
+
+    mailbox: Mailbox
+    reason: str
+
+
+class MessageDeleted(NamedTuple):
+    """One message was deleted."""
+
+    address: str
+    msg_id: int
+
+
+class GroupAdvanced(NamedTuple):
+    """A queue group's replicated cursor moved."""
+
+    address: str
+    group: str
+    cursor: dict[int, int]
+
+
+Change = Appended | Created | Removed | MessageDeleted | GroupAdvanced
+
+
+def expired(mailbox: Mailbox, now_ms: int) -> bool:
+    """Whether the mailbox's TTL has run out at ``now_ms``."""
+    return bool(mailbox.expires_at) and mailbox.expires_at <= now_ms
+
+
+def missing(address: str) -> Result:
+    return {"error": f"mailbox {address} does not exist"}
+
+
+class MailboxMachine:
+    """Applies batches of mailbox ops onto the store."""
+
+    def __init__(self, store: Store, on_changes: Callable[[list[Change]], None]) -> None:
+        self.store = store
+        self.on_changes = on_changes
+
+    def last_applied(self) -> int:
+        """The Raft index whose effects the store holds."""
+        return self.store.last_applied()
+
+    def apply_batch(self, index: int, raw_ops: list[bytes]) -> list[Result]:
+        """Apply one committed entry's ops in one atomic store batch; a result per op."""
+        batch = self.store.batch(index)
+        changes: list[Change] = []
+        results = [self._apply(batch, ops.decode(raw), changes) for raw in raw_ops]
+        batch.commit()
+        if changes:
+            self.on_changes(changes)
+        return results
+
+    def _apply(self, batch: Batch, op: ops.Op, changes: list[Change]) -> Result:
+        kind = type(op)
+        if kind is ops.AppendOp:
+            return self._append(batch, op, changes)
+        if kind is ops.CreateOp:
+            return self._create(batch, op, changes)
+        if kind is ops.DeleteMessageOp:
+            return self._delete_message(batch, op, changes)
+        if kind is ops.ExpireOp:
+            return self._expire(batch, op, changes)
+        return self._group_progress(batch, op, changes)
+
+    def _live_mailbox(self, batch: Batch, address: str, now_ms: int | None) -> Mailbox | None:
+        mailbox = batch.get_mailbox(address)
+        if mailbox is None or (now_ms is not None and expired(mailbox, now_ms)):
+            return None
+        return mailbox
+
+    def _append(self, batch: Batch, op: ops.AppendOp, changes: list[Change]) -> Result:
+        if self._live_mailbox(batch, op.address, op.now_ms) is None:
+            return missing(op.address)
+        msg_id = batch.append_message(op.address, op.priority, op.now_ms, op.payload, op.headers)
+        changes.append(Appended(Message(op.address, op.priority, msg_id, op.now_ms, op.payload, op.headers)))
+        return {"msg_id": msg_id}
+
+    def _create(self, batch: Batch, op: ops.CreateOp, changes: list[Change]) -> Result:
+        existing = batch.get_mailbox(op.address)
+        if existing is not None and expired(existing, op.now_ms):
+            batch.delete_mailbox(op.address)
+            changes.append(Removed(existing, "expired"))
+            existing = None
+        if existing is not None:
+            if existing.public and op.public:
+                return {"mail_address": op.address, "is_new": False}
+            return {"error": f"mail address {op.address} is already taken"}
+        expires_at = op.now_ms + op.ttl * 1000 if op.ttl else 0
+        mailbox = batch.put_mailbox(Mailbox(op.address, op.now_ms, op.ttl, expires_at, op.public, op.desc))
+        changes.append(Created(mailbox))
+        return {"mail_address": op.address, "is_new": True}
+
+    def _delete_message(self, batch: Batch, op: ops.DeleteMessageOp, changes: list[Change]) -> Result:
+        if batch.get_mailbox(op.address) is None:
+            return missing(op.address)
+        if not batch.delete_message(op.address, op.msg_id):
+            return {"error": f"message {op.msg_id} does not exist in mailbox {op.address}"}
+        changes.append(MessageDeleted(op.address, op.msg_id))
+        return {"deleted": True}
+
+    def _expire(self, batch: Batch, op: ops.ExpireOp, changes: list[Change]) -> Result:
+        mailbox = batch.get_mailbox(op.address)
+        if mailbox is None or not expired(mailbox, op.now_ms):
+            return {"expired": False}
+        batch.delete_mailbox(op.address)
+        changes.append(Removed(mailbox, "expired"))
+        return {"expired": True}
+
+    def _group_progress(self, batch: Batch, op: ops.GroupProgressOp, changes: list[Change]) -> Result:
+        if batch.get_mailbox(op.address) is None:
+            return missing(op.address)
+        batch.advance_group_cursor(op.address, op.group, op.cursor)
+        changes.append(GroupAdvanced(op.address, op.group, dict(op.cursor)))
+        return {}

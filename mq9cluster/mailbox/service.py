@@ -1,0 +1,246 @@
+"""The mailbox service: turns ``$mq9.AI.`` publishes and subscriptions into mq9 behaviour.
+
+It validates requests, stamps them (time, private ids), submits ops to group commit, replies
+once the op is committed and applied, serves reads after a read barrier, and drives TTL expiry
+while this node leads. It reaches Raft only through the small interfaces below and the server
+only through ``reply`` and the ``Subscriber`` objects it is handed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from mq9cluster.mailbox import ops
+from mq9cluster.mailbox.delivery import Delivery, Subscriber
+from mq9cluster.mailbox.names import PRIORITY_NAMES, SDK_PRIORITY_NAMES, address_problem, new_private_address
+from mq9cluster.mailbox.subjects import (
+    Create, DeleteMessage, Forbidden, Invalid, ListMessages, PublicList, Receive, Send,
+    parse_request, parse_subscription,
+)
+from mq9cluster.store.reads import StoreReads
+
+log = logging.getLogger("mq9cluster.mailbox")
+
+MAX_DESC = 1024
+
+
+class Committer(Protocol):
+    """Group commit: one op in, its apply result out (a dict), after commit."""
+
+    def submit(self, op: bytes) -> asyncio.Future: ...
+
+
+class Verdict:
+    """What the service did with a subscription the server offered it."""
+
+    TAKEN = "taken"  # delivered by the service; not indexed as plain NATS
+    FORBIDDEN = "forbidden"  # refused: -ERR 'Permissions Violation for Subscription to "..."'
+    NOT_MINE = "not_mine"  # an ordinary NATS subscription
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class MailboxService:
+    """mq9 semantics for one node."""
+
+    def __init__(
+        self,
+        store: StoreReads,
+        committer: Committer,
+        barrier: Callable[[], Awaitable[None]],
+        is_leader: Callable[[], bool],
+        max_ttl: int,
+    ) -> None:
+        self.store = store
+        self.committer = committer
+        self.barrier = barrier
+        self.is_leader = is_leader
+        self.max_ttl = max_ttl
+        self.reply: Callable[[bytes, bytes], None] = lambda subject, payload: None
+        self.delivery = Delivery(store, barrier, self._report_progress)
+        self._progress: dict[tuple[str, str], dict[int, int]] = {}
+        self._tasks: set[asyncio.Task] = set()
+
+    # -- publishes ---------------------------------------------------------------------------
+
+    def publish(self, subject: bytes, reply: bytes | None, payload: bytes, headers: bytes | None) -> None:
+        """Handle a publish on a ``$mq9.AI.`` subject; answer on ``reply`` when there is one."""
+        request = parse_request(subject.decode("utf-8", "replace"))
+        kind = type(request)
+        if kind is Send:
+            op = ops.AppendOp(request.address, request.priority, now_ms(), payload, headers)
+            self._submit(op, reply)
+        elif kind is Create:
+            self._create(payload, reply)
+        elif kind is DeleteMessage:
+            self._submit(ops.DeleteMessageOp(request.address, request.msg_id), reply)
+        elif kind is ListMessages:
+            self._read(reply, self._list_messages, request.address)
+        elif kind is PublicList:
+            self._read(reply, self._public_list)
+        else:
+            assert isinstance(request, Invalid)
+            self._answer(reply, {"error": request.error})
+
+    def _create(self, body: bytes, reply: bytes | None) -> None:
+        op_or_error = self.create_op(body)
+        if isinstance(op_or_error, str):
+            self._answer(reply, {"error": op_or_error})
+        else:
+            self._submit(op_or_error, reply)
+
+    def create_op(self, body: bytes) -> ops.CreateOp | str:
+        """Validate a CREATE body; the op to propose, or the error text."""
+        try:
+            options = json.loads(body) if body.strip() else {}
+        except ValueError as exc:
+            return f"malformed JSON body: {exc}"
+        if options is None:
+            options = {}
+        if not isinstance(options, dict):
+            return "create body must be a JSON object"
+        unknown = set(options) - {"ttl", "public", "name", "desc"}
+        if unknown:
+            return f"unknown create option(s): {', '.join(sorted(unknown))}"
+        ttl, public, name, desc = (options.get("ttl", 0), options.get("public", False),
+                                   options.get("name"), options.get("desc", ""))
+        if ttl is None:
+            ttl = 0
+        if type(ttl) is not int or ttl < 0:
+            return f"ttl must be a whole number of seconds >= 0 (got {ttl!r})"
+        if self.max_ttl and ttl > self.max_ttl:
+            return f"ttl {ttl} is over the limit of {self.max_ttl} seconds"
+        if not isinstance(public, bool):
+            return "public must be true or false"
+        if desc is None:
+            desc = ""
+        if not isinstance(desc, str) or len(desc) > MAX_DESC:
+            return f"desc must be a string of at most {MAX_DESC} characters"
+        if public:
+            if not isinstance(name, str) or not name:
+                return "a public mailbox needs a name"
+            problem = address_problem(name)
+            if problem:
+                return problem
+            address = name
+        else:
+            if name is not None:
+                return "name is only for public mailboxes (set \"public\": true)"
+            address = new_private_address()
+        return ops.CreateOp(address, now_ms(), ttl, public, desc)
+
+    def _submit(self, op: ops.Op, reply: bytes | None) -> None:
+        future = self.committer.submit(ops.encode(op))
+        future.add_done_callback(lambda done: self._answer(reply, self._result(done)))
+
+    @staticmethod
+    def _result(done: asyncio.Future) -> dict[str, Any]:
+        if done.cancelled():
+            return {"error": "request cancelled, retry"}
+        exc = done.exception()
+        if exc is not None:
+            return {"error": f"not committed: {exc}; retry"}
+        result = dict(done.result())
+        if "mail_address" in result:
+            result["mail_id"] = result["mail_address"]
+        return result
+
+    def _answer(self, reply: bytes | None, body: dict[str, Any]) -> None:
+        if reply is not None:
+            self.reply(reply, json.dumps(body).encode())
+        elif "error" in body:
+            log.debug("fire-and-forget mq9 request failed: %s", body["error"])
+
+    def _read(self, reply: bytes | None, read: Callable[..., dict[str, Any]], *args: Any) -> None:
+        async def serve() -> None:
+            try:
+                await self.barrier()
+                body = read(*args)
+            except Exception as exc:  # a failed barrier (no leader) is the client's retryable error
+                body = {"error": f"read not possible now: {exc}; retry"}
+            self._answer(reply, body)
+
+        self._spawn(serve())
+
+    def _list_messages(self, address: str) -> dict[str, Any]:
+        if self.store.get_mailbox(address) is None:
+            return {"error": f"mailbox {address} does not exist"}
+        return {"messages": [{"msg_id": s.msg_id, "priority": SDK_PRIORITY_NAMES[s.priority],
+                              "priority_name": PRIORITY_NAMES[s.priority], "ts": s.ts_ms}
+                             for s in self.store.list_message_summaries(address)]}
+
+    def _public_list(self) -> dict[str, Any]:
+        return {"mailboxes": [{"mail_address": m.address, "desc": m.desc, "ttl": m.ttl,
+                               "created_at": m.created_at, "expires_at": m.expires_at}
+                              for m in self.store.public_mailboxes()]}
+
+    # -- subscriptions -----------------------------------------------------------------------
+
+    def subscribe(self, sub: Subscriber) -> str:
+        """Take, refuse or pass on a subscription to a ``$mq9.`` subject (a ``Verdict``)."""
+        target = parse_subscription(sub.subject.decode("utf-8", "replace"))
+        if isinstance(target, Receive):
+            self.delivery.add_receiver(sub, target)
+            return Verdict.TAKEN
+        if isinstance(target, PublicList):
+            if sub.queue is not None:
+                return Verdict.FORBIDDEN
+            self.delivery.add_watcher(sub)
+            return Verdict.TAKEN
+        if isinstance(target, Forbidden):
+            return Verdict.FORBIDDEN
+        return Verdict.NOT_MINE
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        """Stop delivering to a subscription the service took."""
+        self.delivery.remove(sub)
+
+    # -- queue-group progress and expiry -----------------------------------------------------
+
+    def _report_progress(self, address: str, group: str, cursor: dict[int, int]) -> None:
+        """Coalesce group progress and propose it once per loop iteration."""
+        key = (address, group)
+        pending = self._progress.get(key)
+        if pending is None:
+            if not self._progress:
+                asyncio.get_running_loop().call_soon(self._flush_progress)
+            self._progress[key] = dict(cursor)
+            return
+        for level, msg_id in cursor.items():
+            pending[level] = max(pending.get(level, 0), msg_id)
+
+    def _flush_progress(self) -> None:
+        progress, self._progress = self._progress, {}
+        for (address, group), cursor in progress.items():
+            self._fire(ops.GroupProgressOp(address, group, cursor))
+
+    def _fire(self, op: ops.Op) -> None:
+        """Submit an op nobody waits for; a failure is logged (the next attempt covers it)."""
+        self.committer.submit(ops.encode(op)).add_done_callback(self._log_failure)
+
+    @staticmethod
+    def _log_failure(done: asyncio.Future) -> None:
+        if not done.cancelled() and done.exception() is not None:
+            log.warning("background mailbox op not committed: %s", done.exception())
+
+    async def run_expiry(self, interval: float) -> None:
+        """While this node leads, propose the removal of mailboxes whose TTL has run out."""
+        while True:
+            await asyncio.sleep(interval)
+            if not self.is_leader():
+                continue
+            stamp = now_ms()
+            for due in self.store.due_expiries(stamp, limit=1000):
+                self._fire(ops.ExpireOp(due.address, stamp))
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

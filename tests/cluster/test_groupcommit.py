@@ -1,0 +1,166 @@
+"""GroupCommitter: batching through a real one-node RaftNode; error paths through a fake proposer."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mq9cluster.cluster.groupcommit import GroupCommitter, decode_batch, encode_batch
+from mq9cluster.cluster.raft import NOOP_ENTRY, NotLeader, ProposalFailed, RaftNode, RaftTuning
+
+
+class EchoMachine:
+    """Applies batch entries: each op's result is (index, position in entry, op)."""
+
+    def __init__(self) -> None:
+        self.last = 0
+        self.entries: list[list[bytes]] = []
+
+    def apply(self, index: int, entry: bytes) -> list[tuple[int, int, bytes]]:
+        ops = decode_batch(entry)
+        self.entries.append(ops)
+        self.last = index
+        return [(index, position, op) for position, op in enumerate(ops)]
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[tuple[RaftNode, EchoMachine]]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{s.getsockname()[1]}"
+    machine = EchoMachine()
+    raft = RaftNode(address, [], str(tmp_path), machine.apply, lambda: machine.last,
+                    tuning=RaftTuning(propose_timeout=5.0))
+    deadline = time.monotonic() + 5
+    while raft.status().role != "leader":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    yield raft, machine
+    raft.stop()
+
+
+def test_batch_entry_round_trip() -> None:
+    ops = [b"", b"a", bytes(range(256)) * 3]
+    assert decode_batch(encode_batch(ops)) == ops
+    with pytest.raises(ValueError):
+        decode_batch(NOOP_ENTRY)
+    with pytest.raises(ValueError):
+        decode_batch(b"\x01\x92\x01\x02")  # a batch opcode and a list, but not of bytes
+
+
+def test_concurrent_ops_share_few_entries_and_each_gets_its_own_result(
+    node: tuple[RaftNode, EchoMachine],
+) -> None:
+    raft, machine = node
+    ops = [b"op-%05d" % i + b"x" * 190 for i in range(5000)]
+
+    async def run() -> tuple[list[Any], int]:
+        committer = GroupCommitter(raft, max_ops=1000)
+        results = await asyncio.gather(*(committer.submit(op) for op in ops))
+        return results, committer.entries_proposed
+
+    results, entries = asyncio.run(run())
+    assert [op for _, _, op in results] == ops  # every op got its own result
+    assert entries == len(machine.entries) <= 10
+    assert [op for entry in machine.entries for op in entry] == ops  # applied in submission order
+    indexes = [index for index, _, _ in results]
+    assert indexes == sorted(indexes)
+
+
+def test_batches_respect_max_ops_and_max_bytes(node: tuple[RaftNode, EchoMachine]) -> None:
+    raft, machine = node
+
+    async def run() -> None:
+        by_count = GroupCommitter(raft, max_ops=7)
+        await asyncio.gather(*(by_count.submit(b"c") for _ in range(50)))
+        by_size = GroupCommitter(raft, max_bytes=1000)
+        await asyncio.gather(*(by_size.submit(b"s" * 300) for _ in range(20)))
+        await by_size.submit(b"big" * 1000)  # larger than max_bytes: an entry of its own
+
+    asyncio.run(run())
+    counted = [e for e in machine.entries if e[0] == b"c"]
+    sized = [e for e in machine.entries if e[0].startswith(b"s")]
+    assert sum(map(len, counted)) == 50 and max(map(len, counted)) <= 7
+    assert sum(map(len, sized)) == 20 and max(sum(map(len, e)) for e in sized) <= 1000
+    assert machine.entries[-1] == [b"big" * 1000]
+
+
+class FakeProposer:
+    """Answers proposals when told to; records what it was given."""
+
+    def __init__(self) -> None:
+        self.entries: list[bytes] = []
+        self.pending: list[asyncio.Future[Any]] = []
+
+    async def propose_async(self, entry: bytes) -> Any:
+        self.entries.append(entry)
+        future = asyncio.get_running_loop().create_future()
+        self.pending.append(future)
+        return await future
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def test_a_failed_proposal_fails_every_op_with_the_retryable_error() -> None:
+    async def run() -> None:
+        fake = FakeProposer()
+        committer = GroupCommitter(fake, max_wait=0)
+        futures = [committer.submit(b"%d" % i) for i in range(5)]
+        await asyncio.sleep(0.01)
+        error = NotLeader("no leader", None, maybe_applied=False)
+        fake.pending[0].set_exception(error)
+        for future in futures:
+            with pytest.raises(NotLeader):
+                await future
+
+        wrong = committer.submit(b"x")
+        await asyncio.sleep(0.01)
+        fake.pending[1].set_result(["one", "too many"])
+        with pytest.raises(RuntimeError, match="returned"):
+            await wrong
+
+    asyncio.run(run())
+
+
+def test_ops_collect_while_batches_are_in_flight() -> None:
+    async def run() -> None:
+        fake = FakeProposer()
+        committer = GroupCommitter(fake, max_wait=0, max_in_flight=2)
+        first = [committer.submit(b"a"), committer.submit(b"b")]
+        await asyncio.sleep(0.01)
+        second = [committer.submit(b"c")]
+        await asyncio.sleep(0.01)
+        waiting = [committer.submit(b"%d" % i) for i in range(10)]
+        await asyncio.sleep(0.01)
+        assert [decode_batch(e) for e in fake.entries] == [[b"a", b"b"], [b"c"]]  # bound reached
+        fake.pending[0].set_result(["A", "B"])
+        await settle()
+        assert [await f for f in first] == ["A", "B"]
+        assert decode_batch(fake.entries[2]) == [b"%d" % i for i in range(10)]  # one entry on landing
+        fake.pending[1].set_result(["C"])
+        fake.pending[2].set_result(list(range(10)))
+        assert [await f for f in second + waiting] == ["C", *range(10)]
+
+    asyncio.run(run())
+
+
+def test_close_fails_ops_not_yet_proposed() -> None:
+    async def run() -> None:
+        committer = GroupCommitter(FakeProposer(), max_wait=10)
+        future = committer.submit(b"never sent")
+        committer.close()
+        with pytest.raises(ProposalFailed):
+            await future
+        with pytest.raises(RuntimeError):
+            committer.submit(b"too late")
+
+    asyncio.run(run())

@@ -1,0 +1,1 @@
+"""Mailbox-layer tests: mq9 semantics over the NATS protocol."""

@@ -1,0 +1,97 @@
+"""Acknowledged means durable: kill -9 the broker mid-stream, restart it, replay everything acked once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.support.nats_client import collect, connect, create, request, run, until
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_kill9_mid_stream_loses_no_acknowledged_message(mq9):
+    broker = mq9()
+
+    async def before_crash() -> tuple[str, dict[int, bytes]]:
+        nc = await connect(broker, max_reconnect_attempts=0, allow_reconnect=False)
+        addr = await create(nc, public=True, name="crash.test")
+        acked: dict[int, bytes] = {}
+        in_flight = set()
+
+        async def send(i: int) -> None:
+            payload = f"m{i}".encode()
+            try:
+                reply = await request(nc, f"$mq9.AI.MAILBOX.{addr}.{['low', 'normal', 'urgent', 'critical'][i % 4]}",
+                                      payload, timeout=2)
+            except Exception:
+                return  # not acknowledged: may or may not be stored
+            assert "msg_id" in reply, reply
+            acked[reply["msg_id"]] = payload
+
+        for i in range(2000):
+            in_flight.add(asyncio.ensure_future(send(i)))
+            if i == 600:
+                broker.proc.kill()  # kill -9 with ~600 requests in flight or acked
+            if len(in_flight) >= 32:
+                done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+            if broker.proc.poll() is not None and i > 650:
+                break
+        await asyncio.gather(*in_flight, return_exceptions=True)
+        try:
+            await nc.close()
+        except Exception:
+            pass
+        return addr, acked
+
+    addr, acked = run(before_crash())
+    broker.proc.wait()
+    broker.proc = None
+    assert len(acked) >= 100, "the broker acknowledged too little before the kill to prove anything"
+    broker.start()
+
+    async def after_restart() -> None:
+        nc = await connect(broker)
+        got = await collect(nc, f"$mq9.AI.MAILBOX.{addr}.*")
+        await until(lambda: len(got) >= len(acked), "replay of every acknowledged message", 20)
+        await asyncio.sleep(0.5)
+        ids = [int(m.headers["mq9-msg-id"]) for m in got]
+        assert len(ids) == len(set(ids)), "a message was replayed twice"
+        replayed = {int(m.headers["mq9-msg-id"]): m.data for m in got}
+        missing = {i: p for i, p in acked.items() if replayed.get(i) != p}
+        assert not missing, f"acknowledged but lost: {sorted(missing)[:10]}"
+        fresh = await request(nc, f"$mq9.AI.MAILBOX.{addr}", b"after")
+        assert fresh["msg_id"] > max(ids), "a msg_id was reused after the restart"
+        await nc.close()
+
+    run(after_restart())
+
+
+def test_clean_restart_does_not_apply_twice(mq9):
+    broker = mq9()
+
+    async def fill() -> str:
+        nc = await connect(broker)
+        addr = await create(nc, public=True, name="restart.twice")
+        for i in range(50):
+            assert (await request(nc, f"$mq9.AI.MAILBOX.{addr}", str(i).encode()))["msg_id"] == i + 1
+        await nc.close()
+        return addr
+
+    addr = run(fill())
+    broker.restart()
+    broker.restart()
+
+    async def check() -> None:
+        nc = await connect(broker)
+        got = await collect(nc, f"$mq9.AI.MAILBOX.{addr}.*")
+        await until(lambda: len(got) >= 50, "replay")
+        await asyncio.sleep(0.3)
+        assert [m.data for m in got] == [str(i).encode() for i in range(50)]
+        assert (await request(nc, f"$mq9.AI.MAILBOX.{addr}", b"next"))["msg_id"] == 51
+        listing = await request(nc, "$mq9.AI.PUBLIC.LIST")
+        assert [m["mail_address"] for m in listing["mailboxes"]] == [addr]
+        await nc.close()
+
+    run(check())

@@ -1,0 +1,98 @@
+"""The mailbox state machine on a real RocksDB store: deterministic, idempotent, user errors as results."""
+
+from __future__ import annotations
+
+import pytest
+
+from mq9cluster.mailbox import ops
+from mq9cluster.mailbox.machine import Appended, Created, MailboxMachine, Removed
+from mq9cluster.store import Store
+
+T0 = 1_700_000_000_000
+
+
+@pytest.fixture
+def machine(tmp_path):
+    store = Store.open(tmp_path / "store")
+    changes: list = []
+    yield MailboxMachine(store, changes.extend), changes
+    store.close()
+
+
+def apply(machine, index, *op_list):
+    return machine.apply_batch(index, [ops.encode(op) for op in op_list])
+
+
+def test_create_send_and_replay_order(machine):
+    m, changes = machine
+    assert apply(m, 2, ops.CreateOp("inbox", T0, 0, False, "")) == [{"mail_address": "inbox", "is_new": True}]
+    results = apply(m, 3, *(ops.AppendOp("inbox", prio, T0 + i, f"m{i}".encode(), None)
+                            for i, prio in enumerate([1, 3, 0, 2, 3, 1])))
+    assert [r["msg_id"] for r in results] == [1, 2, 3, 4, 5, 6]
+    replay = [(msg.priority, msg.payload) for msg in m.store.iter_messages("inbox")]
+    assert replay == [(3, b"m1"), (3, b"m4"), (2, b"m3"), (1, b"m0"), (1, b"m5"), (0, b"m2")]
+    assert m.last_applied() == 3
+    assert sum(isinstance(c, Appended) for c in changes) == 6
+    assert isinstance(changes[0], Created)
+
+
+def test_send_to_missing_or_expired_mailbox_is_an_error_result(machine):
+    m, _ = machine
+    assert apply(m, 2, ops.AppendOp("ghost", 1, T0, b"x", None)) == [{"error": "mailbox ghost does not exist"}]
+    apply(m, 3, ops.CreateOp("brief", T0, 1, False, ""))
+    assert apply(m, 4, ops.AppendOp("brief", 1, T0 + 999, b"x", None)) == [{"msg_id": 1}]
+    assert apply(m, 5, ops.AppendOp("brief", 1, T0 + 1000, b"x", None)) == [{"error": "mailbox brief does not exist"}]
+
+
+def test_public_create_is_idempotent_and_keeps_ttl_and_desc(machine):
+    m, changes = machine
+    apply(m, 2, ops.CreateOp("svc.jobs", T0, 60, True, "first"))
+    assert apply(m, 3, ops.CreateOp("svc.jobs", T0 + 5, 999, True, "second")) == [
+        {"mail_address": "svc.jobs", "is_new": False}]
+    [box] = m.store.public_mailboxes()
+    assert (box.ttl, box.desc, box.expires_at) == (60, "first", T0 + 60_000)
+    assert sum(isinstance(c, Created) for c in changes) == 1
+
+
+def test_expiry_removes_mailbox_and_messages_and_reports_it(machine):
+    m, changes = machine
+    apply(m, 2, ops.CreateOp("svc.tmp", T0, 10, True, "d"), ops.AppendOp("svc.tmp", 1, T0, b"x", None))
+    assert apply(m, 3, ops.ExpireOp("svc.tmp", T0 + 9_999)) == [{"expired": False}]
+    assert m.store.due_expiries(T0 + 10_000)
+    assert apply(m, 4, ops.ExpireOp("svc.tmp", T0 + 10_000)) == [{"expired": True}]
+    assert m.store.get_mailbox("svc.tmp") is None
+    assert list(m.store.iter_messages("svc.tmp")) == []
+    assert m.store.due_expiries(T0 + 10_000) == []
+    assert any(isinstance(c, Removed) and c.reason == "expired" for c in changes)
+
+
+def test_msg_ids_are_never_reused_after_public_recreate(machine):
+    m, _ = machine
+    apply(m, 2, ops.CreateOp("svc.a", T0, 1, True, ""), ops.AppendOp("svc.a", 1, T0, b"x", None))
+    apply(m, 3, ops.ExpireOp("svc.a", T0 + 1000))
+    apply(m, 4, ops.CreateOp("svc.a", T0 + 2000, 0, True, ""))
+    assert apply(m, 5, ops.AppendOp("svc.a", 1, T0 + 2000, b"y", None)) == [{"msg_id": 2}]
+
+
+def test_delete_message(machine):
+    m, _ = machine
+    apply(m, 2, ops.CreateOp("a", T0, 0, False, ""), ops.AppendOp("a", 1, T0, b"x", None))
+    assert apply(m, 3, ops.DeleteMessageOp("a", 1)) == [{"deleted": True}]
+    assert apply(m, 4, ops.DeleteMessageOp("a", 1))[0]["error"]
+    assert apply(m, 5, ops.DeleteMessageOp("zz", 1)) == [{"error": "mailbox zz does not exist"}]
+    assert list(m.store.iter_messages("a")) == []
+
+
+def test_group_progress_is_replicated_state(machine):
+    m, _ = machine
+    apply(m, 2, ops.CreateOp("q", T0, 0, False, ""))
+    apply(m, 3, ops.GroupProgressOp("q", "workers", {1: 5, 3: 2}), ops.GroupProgressOp("q", "workers", {1: 3}))
+    assert m.store.get_group_cursor("q", "workers") == {1: 5, 3: 2}
+    assert apply(m, 4, ops.GroupProgressOp("nope", "w", {1: 1}))[0]["error"]
+
+
+def test_private_address_collision_is_refused(machine):
+    m, _ = machine
+    apply(m, 2, ops.CreateOp("abc", T0, 0, False, ""))
+    assert apply(m, 3, ops.CreateOp("abc", T0, 0, False, ""))[0]["error"]
+    assert apply(m, 4, ops.CreateOp("abc", T0, 0, True, ""))[0]["error"]
