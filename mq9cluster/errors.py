@@ -17,3 +17,49 @@ class NotSupportedYet(ConfigError):
 
 class JournalCorrupt(Mq9Error):
     """The Raft log or its metadata is damaged beyond a torn tail; the node must not start."""
+
+
+class ProposalFailed(Mq9Error):
+    """A proposal was not applied here; retrying is safe once the command is idempotent.
+
+    ``maybe_applied`` is False when the entry is known not to be in the committed log (it was never
+    appended, or another entry took its index) and True when it may still commit (timeout, leader
+    change after forwarding, node stopped): a retry must then be deduplicated by the state machine.
+    """
+
+    def __init__(self, reason: str, *, maybe_applied: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.maybe_applied = maybe_applied
+
+
+class NotLeader(ProposalFailed):
+    """No leader took the proposal; ``leader_hint`` is the leader this node knows of, if any."""
+
+    def __init__(self, reason: str, leader_hint: str | None, *, maybe_applied: bool) -> None:
+        super().__init__(f"{reason} (leader: {leader_hint or 'unknown'})", maybe_applied=maybe_applied)
+        self.leader_hint = leader_hint
+
+
+class SnapshotCorrupt(Mq9Error):
+    """A snapshot file is truncated, foreign or fails its checksum."""
+
+
+class StoreError(Mq9Error):
+    """The store cannot do what was asked; the message says which store and why."""
+
+
+class StoreFormatError(StoreError):
+    """The directory holds a store of another format version, or no mq9cluster store at all."""
+
+
+class NoSuchMailbox(StoreError):
+    """A batch mutation named a mailbox that does not exist in the batch's view.
+
+    Apply code checks ``Batch.has_mailbox`` first and turns absence into a user error result;
+    reaching this exception is a bug in the caller.
+    """
+
+
+class AlreadyApplied(StoreError):
+    """A batch was opened or committed for a Raft index at or below ``last_applied``."""

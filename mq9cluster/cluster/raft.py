@@ -31,6 +31,7 @@ pysyncobj behaviour relied on (``pysyncobj/syncobj.py`` of 0.3.17):
   (L1246). Callbacks run before L725: one that raises makes the entry apply again, so ours never
   raise.
 - Method ids come from the sorted names of replicated methods (L226-255).
+- Pipelined AppendEntries trip two pysyncobj flaws (L1079-1082, L991-1006): see ``_Transport``.
 - With a custom serializer the snapshot is written synchronously on the tick thread into
   ``fullDumpFile + '.tmp'`` and renamed over ``fullDumpFile`` (serializer.py L84-97); the
   deserializer's result, prefixed with ``None``, replaces pysyncobj's pickled object state
@@ -61,7 +62,7 @@ from pysyncobj.pipe_notifier import PipeNotifier
 from pysyncobj.transport import TCPTransport
 
 from mq9cluster.cluster.journal import install_durable_journal
-from mq9cluster.errors import Mq9Error
+from mq9cluster.errors import NotLeader, ProposalFailed, SnapshotCorrupt
 
 logger = logging.getLogger(__name__)
 
@@ -90,28 +91,6 @@ _SNAPSHOT_TEMPORARIES = (".tmp", ".1.tmp", ".tmp.state", ".state")
 
 ApplyEntry = Callable[[int, bytes], Any]
 Done = Callable[[Any, "BaseException | None"], None]
-
-
-class ProposalFailed(Mq9Error):
-    """A proposal was not applied here; retrying is safe once the command is idempotent.
-
-    ``maybe_applied`` is False when the entry is known not to be in the committed log (it was never
-    appended, or another entry took its index) and True when it may still commit (timeout, leader
-    change after forwarding, node stopped): a retry must then be deduplicated by the state machine.
-    """
-
-    def __init__(self, reason: str, *, maybe_applied: bool) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.maybe_applied = maybe_applied
-
-
-class NotLeader(ProposalFailed):
-    """No leader took the proposal; ``leader_hint`` is the leader this node knows of, if any."""
-
-    def __init__(self, reason: str, leader_hint: str | None, *, maybe_applied: bool) -> None:
-        super().__init__(f"{reason} (leader: {leader_hint or 'unknown'})", maybe_applied=maybe_applied)
-        self.leader_hint = leader_hint
 
 
 @dataclass(frozen=True)
@@ -209,6 +188,7 @@ class _Transport(TCPTransport):
     """
 
     def _onMessageReceived(self, node: Node, message: Any) -> None:
+        self._syncObj.messages_received += 1
         kind = message.get("type") if isinstance(message, dict) else None
         if kind == "append_entries" and "prevLogIdx" in message and "transmission" not in message:
             message = self._without_held_entries(message)
@@ -235,6 +215,7 @@ class _ReplicatedLog(SyncObj):
     def __init__(self, on_apply: Callable[[int, bytes], Any], self_address: str, peers: list[str],
                  conf: SyncObjConf) -> None:
         self._on_apply = on_apply
+        self.messages_received = 0  # counted by _Transport: part of the tick loop's progress test
         try:
             super().__init__(self_address, peers, conf, transportClass=_Transport)
         except SyncObjException as exc:
@@ -289,6 +270,8 @@ class RaftNode:
         self._failure: BaseException | None = None
         self._stopping = False
         self._stopped = False
+        self._enqueued = 0
+        self._enqueued_lock = threading.Lock()
         self._barrier_next: asyncio.Future[None] | None = None
         self._barrier_flying = False
         raft_dir = os.path.join(data_dir, "raft")
@@ -336,13 +319,25 @@ class RaftNode:
     # -- the tick thread ----------------------------------------------------------------------------
 
     def _run(self) -> None:
-        """Tick without sleeping while a tick makes progress; otherwise wait for I/O or a timer."""
+        """Tick again at once after a tick that made progress; otherwise wait for I/O or a timer.
+
+        A tick takes queued proposals, then ends with a poll that may handle messages whose
+        effect (a leader's match index) only the next tick acts on; a proposal appended by a
+        one-node leader commits in the next tick; a proposal queued after the tick took the queue
+        had its pipe byte drained by that poll. All count as progress, so none waits for the idle
+        timeout: a proposal counted after the check below wakes the idle poll (``_submit``).
+        """
         obj = self._obj
         idle_wait = self._tuning.heartbeat / 2  # heartbeats and elections are checked per tick
+
+        def progress() -> tuple[int, int, int, int, int]:
+            return (obj._getRaftLogSize(), obj.raftCommitIndex, obj.raftLastApplied,
+                    obj.messages_received, self._enqueued)
+
         next_expiry = 0.0
         try:
             while not self._stopping:
-                before = (obj._getRaftLogSize(), obj.raftCommitIndex, obj.raftLastApplied)
+                before = progress()
                 obj.doTick(0.0)
                 if self._failure is not None:  # a snapshot failed to load (pysyncobj logs only)
                     raise self._failure
@@ -350,7 +345,7 @@ class RaftNode:
                 if now >= next_expiry:  # a scan of every waiter: not on every tick
                     self._expire(now)
                     next_expiry = now + _EXPIRY_SCAN_INTERVAL
-                if (obj._getRaftLogSize(), obj.raftCommitIndex, obj.raftLastApplied) == before:
+                if progress() == before:
                     obj._poller.poll(idle_wait)
         except BaseException as exc:
             self._failure = self._failure or exc
@@ -434,6 +429,11 @@ class RaftNode:
                 self._call(done, None, ProposalFailed("raft node stopped", maybe_applied=False))
             return
         self._obj.apply(entry, callback=functools.partial(self._on_result, token))
+        # pysyncobj's own wake-up is lost if its pipe byte is drained by the poll that ends a tick
+        # after that tick took the queued commands: count, then wake (see _run).
+        with self._enqueued_lock:
+            self._enqueued += 1
+        self._wakeup.notify()
 
     def propose(self, entry: bytes, timeout: float | None = None) -> concurrent.futures.Future[Any]:
         """Propose ``entry``; the future gets apply_entry's result once it is applied on this node.
@@ -598,10 +598,6 @@ SNAPSHOT_MAGIC = b"MQ9SNAP\x01"
 _META_HEAD = struct.Struct("<II")
 _STATE_TAIL = struct.Struct("<QI")
 _COPY_CHUNK = 1 << 20
-
-
-class SnapshotCorrupt(Mq9Error):
-    """A snapshot file is truncated, foreign or fails its checksum."""
 
 
 def write_snapshot_file(path: str, last: Any, prev: Any, cluster: list[str], state_path: str) -> None:

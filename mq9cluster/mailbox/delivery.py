@@ -122,7 +122,7 @@ class Delivery:
         self.barrier = barrier
         self.report_progress = report_progress
         self.receivers: dict[str, list[Receiver]] = {}
-        self.groups: dict[tuple[str, str], Group] = {}
+        self.groups: dict[str, dict[str, Group]] = {}  # address -> group name -> group
         self.watchers: dict[Subscriber, list[tuple[str, str, bytes]] | None] = {}
         self._tasks: set[asyncio.Task] = set()
 
@@ -135,11 +135,12 @@ class Delivery:
             self.receivers.setdefault(target.address, []).append(receiver)
             self._spawn(self._replay_to(receiver))
             return
-        key = (target.address, sub.queue.decode())
-        group = self.groups.get(key)
+        name = sub.queue.decode()
+        groups = self.groups.setdefault(target.address, {})
+        group = groups.get(name)
         receiver.held = None
         if group is None:
-            group = self.groups[key] = Group(*key)
+            group = groups[name] = Group(target.address, name)
             group.members.append(receiver)
             self._spawn(self._replay_to_group(group))
         else:
@@ -162,13 +163,16 @@ class Delivery:
                 self.receivers[address] = kept
             else:
                 del self.receivers[address]
-        for key, group in list(self.groups.items()):
-            for member in group.members:
-                if member.sub is sub:
-                    member.active = False
-            group.members = [m for m in group.members if m.active]
-            if not group.members:
-                del self.groups[key]
+        for address, groups in list(self.groups.items()):
+            for name, group in list(groups.items()):
+                for member in group.members:
+                    if member.sub is sub:
+                        member.active = False
+                group.members = [m for m in group.members if m.active]
+                if not group.members:
+                    del groups[name]
+            if not groups:
+                del self.groups[address]
 
     # -- changes from the state machine ------------------------------------------------------
 
@@ -183,7 +187,7 @@ class Delivery:
             elif kind is Removed and change.mailbox.public:
                 self._announce(change.reason, change.mailbox)
             elif kind is GroupAdvanced:
-                group = self.groups.get((change.address, change.group))
+                group = self.groups.get(change.address, {}).get(change.group)
                 if group is not None:
                     for level, msg_id in change.cursor.items():
                         group.cursor[level] = max(group.cursor.get(level, 0), msg_id)
@@ -194,9 +198,7 @@ class Delivery:
                 receiver.held.append(message)
             elif receiver.wants(message) and not receiver.sub.closed:
                 receiver.give(message)
-        for group in self.groups.values():
-            if group.address != message.address:
-                continue
+        for group in self.groups.get(message.address, {}).values():
             if group.held is not None:
                 group.held.append(message)
             elif group.wants(message) and group.give(message):

@@ -7,7 +7,7 @@ mq9cluster package but ``errors``. Layout and durability contract: docs/storage.
 """
 
 from mq9cluster.store.batch import Batch
-from mq9cluster.store.errors import AlreadyApplied, NoSuchMailbox, StoreError, StoreFormatError
+from mq9cluster.errors import AlreadyApplied, NoSuchMailbox, StoreError, StoreFormatError
 from mq9cluster.store.keys import FORMAT_VERSION
 from mq9cluster.store.reads import MessageScan
 from mq9cluster.store.records import Expiry, Mailbox, Message, MessageSummary, Priority

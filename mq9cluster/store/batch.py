@@ -19,7 +19,7 @@ from typing import cast
 from rocksdict import Rdict, WriteBatch
 
 from mq9cluster.store import codecs, keys
-from mq9cluster.store.errors import NoSuchMailbox, StoreError
+from mq9cluster.errors import NoSuchMailbox, StoreError
 from mq9cluster.store.records import Mailbox
 
 _ALL_LEVELS = tuple(range(keys.MAX_PRIORITY + 1))

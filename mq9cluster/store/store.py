@@ -25,7 +25,7 @@ from rocksdict import (
 
 from mq9cluster.store import codecs, keys
 from mq9cluster.store.batch import Batch
-from mq9cluster.store.errors import AlreadyApplied, StoreError, StoreFormatError
+from mq9cluster.errors import AlreadyApplied, StoreError, StoreFormatError
 from mq9cluster.store.reads import StoreReads, scan_keys
 
 DEDUP_WINDOW = 100_000
