@@ -57,6 +57,7 @@ class Node:
         self.committer = GroupCommitter(self.raft, max_ops=settings.commit_max_ops, max_wait=settings.commit_max_wait)
         self.mailboxes = MailboxService(
             self.store, self.committer, self.raft.read_barrier, self._is_leader, settings.mailbox_max_ttl,
+            replay_window=min(4 * 1048576, settings.max_pending // 4),
         )
         self.server = Server(settings, gateway=self.mailboxes)
         self.mailboxes.reply = self.server.reply

@@ -25,8 +25,7 @@ from mq9cluster.store.reads import StoreReads
 
 log = logging.getLogger("mq9cluster.delivery")
 
-REPLAY_CHUNK = 512
-REPLAY_MAX_PENDING = 4 * 1048576  # bytes queued to a replaying client before replay waits
+REPLAY_CHUNK = 512  # messages replayed between two yields to the event loop
 _PUBLIC_LIST = PUBLIC_LIST.encode()
 
 
@@ -117,8 +116,11 @@ class Delivery:
         store: StoreReads,
         barrier: Callable[[], Awaitable[None]],
         report_progress: Callable[[str, str, dict[int, int]], None],
+        replay_window: int,
     ) -> None:
+        """``replay_window``: bytes queued to a client above which its replay waits for the socket."""
         self.store = store
+        self.replay_window = replay_window
         self.barrier = barrier
         self.report_progress = report_progress
         self.receivers: dict[str, list[Receiver]] = {}
@@ -229,15 +231,12 @@ class Delivery:
         if not task.cancelled() and task.exception() is not None:
             log.error("replay failed", exc_info=task.exception())
 
-    @staticmethod
-    async def _paced(sub: Subscriber, count: int) -> bool:
-        """Yield to other work every chunk, and wait while the client's buffer is full."""
-        if count % REPLAY_CHUNK:
-            return not sub.closed
-        await asyncio.sleep(0)
-        while not sub.closed and sub.pending() > REPLAY_MAX_PENDING:
+    async def _paced(self, subs: list[Subscriber], count: int) -> None:
+        """Yield every chunk; wait while every one of ``subs`` has a full send buffer."""
+        if count % REPLAY_CHUNK == 0:
+            await asyncio.sleep(0)
+        while subs and all(not sub.closed and sub.pending() > self.replay_window for sub in subs):
             await asyncio.sleep(0.002)
-        return not sub.closed
 
     async def _replay_to(self, receiver: Receiver) -> None:
         await self.barrier()
@@ -248,7 +247,8 @@ class Delivery:
                 return
             receiver.give(message)
             count += 1
-            if not await self._paced(receiver.sub, count):
+            await self._paced([receiver.sub], count)
+            if receiver.sub.closed:
                 return
         held, receiver.held = receiver.held or [], None
         for message in held:
@@ -266,9 +266,7 @@ class Delivery:
                 count += 1
                 if count % REPLAY_CHUNK == 0:
                     self.report_progress(group.address, group.name, dict(group.cursor))
-                    await asyncio.sleep(0)
-                    while group.members and all(m.sub.pending() > REPLAY_MAX_PENDING for m in group.members):
-                        await asyncio.sleep(0.002)
+                await self._paced([m.sub for m in group.members], count)
         held, group.held = group.held or [], None
         for message in held:
             if group.wants(message):

@@ -57,6 +57,7 @@ class MailboxService:
         barrier: Callable[[], Awaitable[None]],
         is_leader: Callable[[], bool],
         max_ttl: int,
+        replay_window: int,
     ) -> None:
         self.store = store
         self.committer = committer
@@ -64,7 +65,7 @@ class MailboxService:
         self.is_leader = is_leader
         self.max_ttl = max_ttl
         self.reply: Callable[[bytes, bytes], None] = lambda subject, payload: None
-        self.delivery = Delivery(store, barrier, self._report_progress)
+        self.delivery = Delivery(store, barrier, self._report_progress, replay_window)
         self._progress: dict[tuple[str, str], dict[int, int]] = {}
         self._tasks: set[asyncio.Task] = set()
 

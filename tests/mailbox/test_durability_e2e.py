@@ -95,3 +95,56 @@ def test_clean_restart_does_not_apply_twice(mq9):
         await nc.close()
 
     run(check())
+
+
+def test_large_backlog_replays_to_a_small_buffer_without_cutting_the_client(mq9):
+    broker = mq9("--max-pending", "1048576")
+    total, size = 3000, 2048  # 6 MB of backlog through a 1 MB per-client limit
+
+    async def scenario() -> None:
+        nc = await connect(broker)
+        addr = await create(nc)
+        payload = b"p" * size
+        for i in range(total):
+            await nc.publish(f"$mq9.AI.MAILBOX.{addr}.{['low', 'critical'][i % 2]}", payload)
+        assert (await request(nc, f"$mq9.AI.MAILBOX.{addr}", b"last"))["msg_id"] == total + 1
+        reader = await connect(broker)
+        got = await collect(reader, f"$mq9.AI.MAILBOX.{addr}.*")
+        await until(lambda: len(got) >= total + 1, "whole backlog", 30)
+        levels = [m.headers["mq9-priority"] for m in got]
+        assert levels == ["critical"] * (total // 2) + ["normal"] + ["low"] * (total // 2)
+        assert broker.http_json("/varz")["slow_consumers"] == 0
+        await nc.close()
+        await reader.close()
+
+    run(scenario())
+
+
+def test_queue_group_resumes_after_a_broker_restart(mq9):
+    broker = mq9()
+
+    async def first_shift() -> str:
+        nc = await connect(broker)
+        addr = await create(nc, public=True, name="jobs.restart")
+        got = await collect(nc, f"$mq9.AI.MAILBOX.{addr}.*", queue="crew")
+        for i in range(20):
+            await request(nc, f"$mq9.AI.MAILBOX.{addr}", str(i).encode())
+        await until(lambda: len(got) == 20, "first shift")
+        await asyncio.sleep(0.3)  # let the group's progress commit
+        await nc.close()
+        return addr
+
+    addr = run(first_shift())
+    broker.restart()
+
+    async def second_shift() -> None:
+        nc = await connect(broker)
+        for i in range(20, 25):
+            await request(nc, f"$mq9.AI.MAILBOX.{addr}", str(i).encode())
+        got = await collect(nc, f"$mq9.AI.MAILBOX.{addr}.*", queue="crew")
+        await until(lambda: len(got) >= 5, "second shift")
+        await asyncio.sleep(0.3)
+        assert [m.data for m in got] == [str(i).encode() for i in range(20, 25)]
+        await nc.close()
+
+    run(second_shift())
