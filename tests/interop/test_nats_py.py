@@ -5,37 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 
-import nats
 import pytest
 from nats.errors import ConnectionClosedError, NoRespondersError
+
+from tests.support.nats_client import collect, connect, until
 
 pytestmark = pytest.mark.interop
 
 SCENARIO_TIMEOUT = 30.0
-
-
-async def connect(server, **options) -> nats.NATS:
-    return await nats.connect(
-        server.url, connect_timeout=2, reconnect_time_wait=0.1, max_reconnect_attempts=100, **options
-    )
-
-
-async def collect(nc, subject: str, **options) -> list:
-    """Subscribes with a callback appending each message to the returned list."""
-    msgs: list = []
-
-    async def cb(msg):
-        msgs.append(msg)
-
-    await nc.subscribe(subject, cb=cb, **options)
-    return msgs
-
-
-async def until(predicate, what: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.005)
 
 
 async def scenario_connect(server):

@@ -32,17 +32,19 @@ async def create(nc, **options) -> str:
     return reply["mail_address"]
 
 
-async def collect(nc, subject: str, queue: str = "") -> list:
+async def collect(nc, subject: str, **options) -> list:
+    """Subscribe with a callback that appends each message to the returned list."""
     got: list = []
 
     async def cb(msg):
         got.append(msg)
 
-    await nc.subscribe(subject, queue=queue, cb=cb)
+    await nc.subscribe(subject, cb=cb, **options)
     return got
 
 
 async def until(predicate, what: str, timeout: float = 10.0) -> None:
+    """Wait until ``predicate()`` holds; fail naming ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
