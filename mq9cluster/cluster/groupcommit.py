@@ -62,7 +62,7 @@ class GroupCommitter:
         self._ops: list[bytes] = []
         self._futures: list[asyncio.Future[Any]] = []
         self._bytes = 0
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
         self._closed = False
         self.entries_proposed = 0
@@ -78,7 +78,11 @@ class GroupCommitter:
         if len(self._ops) >= self._max_ops or self._bytes >= self._max_bytes:
             self._flush()
         elif self._timer is None and len(self._in_flight) < self._max_in_flight:
-            self._timer = asyncio.get_running_loop().call_later(self._max_wait, self._flush)
+            # Nothing in flight: go at the end of this loop iteration (every op parsed from the
+            # same reads rides along). Otherwise wait up to max_wait for more to gather.
+            loop = asyncio.get_running_loop()
+            self._timer = (loop.call_later(self._max_wait, self._flush) if self._in_flight
+                           else loop.call_soon(self._flush))
         return future
 
     def _flush(self) -> None:

@@ -95,14 +95,9 @@ class MailboxMachine:
             return self._expire(batch, op, changes)
         return self._group_progress(batch, op, changes)
 
-    def _live_mailbox(self, batch: Batch, address: str, now_ms: int | None) -> Mailbox | None:
-        mailbox = batch.get_mailbox(address)
-        if mailbox is None or (now_ms is not None and expired(mailbox, now_ms)):
-            return None
-        return mailbox
-
     def _append(self, batch: Batch, op: ops.AppendOp, changes: list[Change]) -> Result:
-        if self._live_mailbox(batch, op.address, op.now_ms) is None:
+        expires_at = batch.expires_at(op.address)
+        if expires_at is None or 0 < expires_at <= op.now_ms:
             return missing(op.address)
         msg_id = batch.append_message(op.address, op.priority, op.now_ms, op.payload, op.headers)
         changes.append(Appended(Message(op.address, op.priority, msg_id, op.now_ms, op.payload, op.headers)))

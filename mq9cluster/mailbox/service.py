@@ -27,6 +27,7 @@ from mq9cluster.store.reads import StoreReads
 log = logging.getLogger("mq9cluster.mailbox")
 
 MAX_DESC = 1024
+PARSED_SUBJECTS_MAX = 4096  # parsed publish subjects kept (senders reuse theirs)
 
 
 class Committer(Protocol):
@@ -67,13 +68,19 @@ class MailboxService:
         self.reply: Callable[[bytes, bytes], None] = lambda subject, payload: None
         self.delivery = Delivery(store, barrier, self._report_progress, replay_window)
         self._progress: dict[tuple[str, str], dict[int, int]] = {}
+        self._parsed: dict[bytes, object] = {}
         self._tasks: set[asyncio.Task] = set()
 
     # -- publishes ---------------------------------------------------------------------------
 
     def publish(self, subject: bytes, reply: bytes | None, payload: bytes, headers: bytes | None) -> None:
         """Handle a publish on a ``$mq9.AI.`` subject; answer on ``reply`` when there is one."""
-        request = parse_request(subject.decode("utf-8", "replace"))
+        request = self._parsed.get(subject)
+        if request is None:
+            request = parse_request(subject.decode("utf-8", "replace"))
+            if len(self._parsed) >= PARSED_SUBJECTS_MAX:
+                self._parsed.clear()
+            self._parsed[subject] = request
         kind = type(request)
         if kind is Send:
             op = ops.AppendOp(request.address, request.priority, now_ms(), payload, headers)
@@ -139,7 +146,16 @@ class MailboxService:
 
     def _submit(self, op: ops.Op, reply: bytes | None) -> None:
         future = self.committer.submit(ops.encode(op))
-        future.add_done_callback(lambda done: self._answer(reply, self._result(done)))
+        future.add_done_callback(lambda done: self._answer_done(reply, done))
+
+    def _answer_done(self, reply: bytes | None, done: asyncio.Future) -> None:
+        """Reply with an op's result; the common ``{"msg_id": N}`` without going through json."""
+        if reply is not None and not done.cancelled() and done.exception() is None:
+            result = done.result()
+            if len(result) == 1 and "msg_id" in result:
+                self.reply(reply, b'{"msg_id": %d}' % result["msg_id"])
+                return
+        self._answer(reply, self._result(done))
 
     @staticmethod
     def _result(done: asyncio.Future) -> dict[str, Any]:

@@ -71,6 +71,14 @@ class Batch:
         live = self._live(address)
         return None if live is None else live.record()
 
+    def expires_at(self, address: str) -> int | None:
+        """The mailbox's expires_at (0 = never) as of this batch, or None if it does not exist.
+
+        Cheaper than ``get_mailbox`` (no record is built): the apply of every send calls it.
+        """
+        live = self._live(address)
+        return None if live is None else live.mailbox.expires_at
+
     def has_mailbox(self, address: str) -> bool:
         """True if the mailbox exists as of this batch (cheaper than get_mailbox)."""
         return self._live(address) is not None
