@@ -11,7 +11,7 @@ PORT ?= 4222
 HTTP_PORT ?= 8222
 DATA_DIR ?= ./data
 
-.PHONY: install run test test-deps bench clean
+.PHONY: install run test test-deps bench bench-mailbox clean
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing mq9cluster with its test extras"
@@ -32,6 +32,9 @@ test: install test-deps
 
 bench: install test-deps
 	$(PY) bench/core_pubsub.py
+
+bench-mailbox: install test-deps
+	$(PY) bench/mailbox.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -54,7 +54,10 @@ class Node:
         except OSError as exc:
             self.store.close()
             raise ConfigError(f"cannot start Raft on {settings.raft_addr}: {exc}") from None
-        self.committer = GroupCommitter(self.raft, max_ops=settings.commit_max_ops, max_wait=settings.commit_max_wait)
+        self.committer = GroupCommitter(
+            self.raft, max_ops=settings.commit_max_ops, max_wait=settings.commit_max_wait,
+            max_in_flight=settings.commit_max_in_flight,
+        )
         self.mailboxes = MailboxService(
             self.store, self.committer, self.raft.read_barrier, self._is_leader, settings.mailbox_max_ttl,
             replay_window=min(4 * 1048576, settings.max_pending // 4),

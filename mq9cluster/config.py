@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     commit_max_ops: int = Field(
         2000, ge=1, **_flags("--commit-max-ops", help="Most mailbox operations carried by one Raft entry."),
     )
+    commit_max_in_flight: int = Field(
+        2, ge=1, le=64,
+        **_flags("--commit-max-in-flight", help="Raft entries group commit keeps in flight at once."),
+    )
     auth_token: str | None = Field(None, **_flags("--auth", help="Client token (not supported yet)."))
     user: str | None = Field(None, **_flags("--user", help="Client user name (not supported yet)."))
     password: str | None = Field(None, **_flags("--pass", "--password", help="Client password (not supported yet)."))
