@@ -310,6 +310,15 @@ class Server:
             return ""
 
 
+def report_failure(servers: dict[str, "Server"], exc: BaseException) -> int:
+    """Print what failed (and any server that died without saying so); the exit code 2."""
+    print(f"\nerror: {exc}")
+    for server in servers.values():
+        if server.death() and server.death() not in str(exc):
+            print(server.death())
+    return 2
+
+
 def mq9_argv(port: int, data_dir: Path, profile_out: Path | None = None) -> list[str]:
     (raft_port,) = free_ports(1)
     cmd = ["-m", "mq9cluster", "start", "-a", "127.0.0.1", "-p", str(port), "-m", "0", "--data-dir", str(data_dir),
@@ -437,11 +446,7 @@ def main() -> int:
                     if servers[name].death():
                         raise RuntimeError(servers[name].death())
         except RuntimeError as exc:
-            print(f"\nerror: {exc}")
-            for server in servers.values():
-                if server.death() and server.death() not in str(exc):
-                    print(server.death())
-            return 2
+            return report_failure(servers, exc)
         except KeyboardInterrupt:
             print("\ninterrupted")
             return 130

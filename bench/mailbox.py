@@ -41,7 +41,9 @@ import nats
 import nats.errors
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType
 
-from core_pubsub import FIRST_TIMEOUT, IDLE_TIMEOUT, Server, _run_loop, free_ports, mq9_argv, nats_argv, versions
+from core_pubsub import (
+    FIRST_TIMEOUT, IDLE_TIMEOUT, Server, _run_loop, free_ports, mq9_argv, nats_argv, report_failure, versions,
+)
 
 SERVERS = ("mq9", "js")
 LABELS = {"mq9": "mq9cluster", "js": "JetStream R1"}
@@ -456,11 +458,7 @@ def main() -> int:
                     if servers[name].death():
                         raise BenchError(servers[name].death())
         except (RuntimeError, OSError, asyncio.TimeoutError, nats.errors.Error) as exc:
-            print(f"\nerror: {exc}")
-            for server in servers.values():
-                if server.death() and server.death() not in str(exc):
-                    print(server.death())
-            return 2
+            return report_failure(servers, exc)
         except KeyboardInterrupt:
             print("\ninterrupted")
             return 130
