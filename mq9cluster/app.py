@@ -12,9 +12,9 @@ import uvloop
 
 from mq9cluster import __version__, logs
 from mq9cluster.cluster.groupcommit import GroupCommitter, decode_batch
-from mq9cluster.cluster.raft import RaftNode
+from mq9cluster.cluster.raft import RaftNode, RaftTuning
 from mq9cluster.config import Settings
-from mq9cluster.errors import ConfigError
+from mq9cluster.errors import ConfigError, StoreError
 from mq9cluster.mailbox.machine import Change, MailboxMachine
 from mq9cluster.mailbox.service import MailboxService
 from mq9cluster.server.monitor import Monitor
@@ -50,6 +50,8 @@ class Node:
             self.raft = RaftNode(
                 settings.raft_addr, settings.other_peers, str(settings.data_dir),
                 self._apply_entry, self.machine.last_applied, on_fatal=self._raft_failed,
+                snapshot_writer=self.store.write_snapshot, snapshot_reader=self._install_snapshot,
+                tuning=RaftTuning(snapshot_min_entries=settings.raft_snapshot_entries),
             )
         except OSError as exc:
             self.store.close()
@@ -70,6 +72,14 @@ class Node:
     def _apply_entry(self, index: int, entry: bytes) -> Any:
         """Raft thread: one committed batch entry onto the store."""
         return self.machine.apply_batch(index, decode_batch(entry))
+
+    @staticmethod
+    def _install_snapshot(path: str) -> None:
+        """Raft thread: a snapshot newer than this node's store arrived (or the store was lost)."""
+        raise StoreError(
+            f"the Raft log was compacted past this node's store (snapshot {path}); installing a "
+            "snapshot into a running node is not supported yet: restore the data dir from a backup"
+        )
 
     def _changes_from_raft(self, changes: list[Change]) -> None:
         """Raft thread: hand applied changes to the loop, in log order."""

@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     commit_max_ops: int = Field(
         2000, ge=1, **_flags("--commit-max-ops", help="Most mailbox operations carried by one Raft entry."),
     )
+    raft_snapshot_entries: int = Field(
+        5000, ge=10,
+        **_flags("--raft-snapshot-entries", help="Raft log entries kept before a snapshot of the store compacts the log."),
+    )
     commit_max_in_flight: int = Field(
         2, ge=1, le=64,
         **_flags("--commit-max-in-flight", help="Raft entries group commit keeps in flight at once."),

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import tarfile
+import tempfile
 import threading
 from pathlib import Path
 from types import TracebackType
@@ -145,6 +147,20 @@ class Store(StoreReads):
             except Exception as exc:
                 raise StoreError(f"cannot write checkpoint to {dest}: {exc}") from exc
             return self._last_applied
+
+    def write_snapshot(self, path: str | os.PathLike[str]) -> int:
+        """Make the store durable, then pack a checkpoint of it into one tar file at ``path``.
+
+        Returns the last_applied the snapshot holds. Called by Raft before it drops journal
+        entries, so ``persist()`` runs first: no entry is dropped that only the WAL's page cache held.
+        """
+        self.persist()
+        with tempfile.TemporaryDirectory(prefix=".snapshot-", dir=Path(path).parent) as tmp:
+            checkpoint = Path(tmp) / "checkpoint"
+            index = self.checkpoint(checkpoint)
+            with tarfile.open(path, "w") as tar:
+                tar.add(checkpoint, arcname="checkpoint")
+        return index
 
     def persist(self) -> None:
         """Make every committed batch survive a power loss (fsync the WAL, or flush memtables

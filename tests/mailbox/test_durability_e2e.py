@@ -148,3 +148,33 @@ def test_queue_group_resumes_after_a_broker_restart(mq9):
         await nc.close()
 
     run(second_shift())
+
+
+def test_raft_log_is_compacted_by_store_snapshots_and_restart_still_replays(mq9):
+    broker = mq9("--raft-snapshot-entries", "50")
+    raft_dir = broker.workdir / f"data-{broker.port}" / "raft"
+
+    async def fill() -> str:
+        nc = await connect(broker)
+        addr = await create(nc, public=True, name="compacted.box")
+        for i in range(300):  # one request at a time: about one Raft entry each
+            assert (await request(nc, f"$mq9.AI.MAILBOX.{addr}", str(i).encode()))["msg_id"] == i + 1
+        await nc.close()
+        return addr
+
+    addr = run(fill())
+    assert (raft_dir / "snapshot").exists(), sorted(p.name for p in raft_dir.iterdir())
+    journal_bytes = (raft_dir / "journal").stat().st_size
+    assert journal_bytes < 300 * 150, f"journal not compacted: {journal_bytes} bytes"
+    broker.restart()
+
+    async def check() -> None:
+        nc = await connect(broker)
+        got = await collect(nc, f"$mq9.AI.MAILBOX.{addr}.*")
+        await until(lambda: len(got) >= 300, "replay after compaction")
+        await asyncio.sleep(0.3)
+        assert [m.data for m in got] == [str(i).encode() for i in range(300)]
+        assert (await request(nc, f"$mq9.AI.MAILBOX.{addr}", b"next"))["msg_id"] == 301
+        await nc.close()
+
+    run(check())
