@@ -57,6 +57,15 @@ QUICK = {"messages": 2_000, "latency_messages": 500, "backlog": 10_000, "runs": 
 OnMsg = Callable[[object], Awaitable[None]]
 
 
+
+def ack_problem(data: bytes, id_key: str) -> str | None:
+    """None when ``data`` is a JSON ack with an integer ``id_key`` and no error, else why not."""
+    try:
+        reply = json.loads(data)
+    except ValueError:
+        return f"not JSON: {data[:200]!r}"
+    return None if "error" not in reply and isinstance(reply.get(id_key), int) else str(reply)
+
 class BenchError(RuntimeError):
     """A server did not do what the benchmark needs (setup failed, not ready)."""
 
@@ -96,11 +105,7 @@ class Mq9:
     @staticmethod
     def ack_error(data: bytes) -> str | None:
         """None for `{"msg_id": N}`, else the reply as text."""
-        try:
-            reply = json.loads(data)
-        except ValueError:
-            return f"not JSON: {data[:200]!r}"
-        return None if "error" not in reply and isinstance(reply.get("msg_id"), int) else str(reply)
+        return ack_problem(data, "msg_id")
 
     async def subscribe(self, subject: str, on_msg: OnMsg, mode: str) -> Callable[[], Awaitable[None]]:
         """Subscribe to the mailbox: stored messages first, then live ones; returns the unsubscriber."""
@@ -134,11 +139,7 @@ class JetStream:
     @staticmethod
     def ack_error(data: bytes) -> str | None:
         """None for a PubAck `{"stream": S, "seq": N}`, else the reply as text."""
-        try:
-            reply = json.loads(data)
-        except ValueError:
-            return f"not JSON: {data[:200]!r}"
-        return None if "error" not in reply and isinstance(reply.get("seq"), int) else str(reply)
+        return ack_problem(data, "seq")
 
     async def subscribe(self, subject: str, on_msg: OnMsg, mode: str) -> Callable[[], Awaitable[None]]:
         """Deliver the whole stream, then live messages: an ordered push consumer, or pull fetches."""
