@@ -15,6 +15,10 @@ class NotSupportedYet(ConfigError):
     """An option nats-server accepts that this release does not implement yet."""
 
 
+class PermissionDenied(Mq9Error):
+    """A client may not do this; the message is the NATS -ERR text (without quotes)."""
+
+
 class JournalCorrupt(Mq9Error):
     """The Raft log or its metadata is damaged beyond a torn tail; the node must not start."""
 

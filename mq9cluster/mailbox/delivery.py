@@ -50,7 +50,10 @@ def mq9_headers(message: Message) -> bytes:
     return b"NATS/1.0\r\n" + own
 
 
-def frame(message: Message, sdk: bool) -> tuple[bytes, bytes, bytes | None]:
+Frame = tuple[bytes, bytes, bytes | None]
+
+
+def frame(message: Message, sdk: bool) -> Frame:
     """(subject, payload, headers) of one delivery in the receiver's dialect."""
     if sdk:
         level = SDK_PRIORITY_NAMES[message.priority]
@@ -76,9 +79,16 @@ class Receiver:
     def wants(self, message: Message) -> bool:
         return message.priority in self.target.levels and message.msg_id > self.cursor.get(message.priority, 0)
 
-    def give(self, message: Message) -> None:
+    def give(self, message: Message, built: dict[bool, Frame] | None = None) -> None:
         self.cursor[message.priority] = message.msg_id
-        self.sub.send(*frame(message, self.target.sdk))
+        sdk = self.target.sdk
+        if built is None:
+            self.sub.send(*frame(message, sdk))
+            return
+        framed = built.get(sdk)
+        if framed is None:
+            framed = built[sdk] = frame(message, sdk)
+        self.sub.send(*framed)
 
 
 class Group:
@@ -97,13 +107,13 @@ class Group:
     def wants(self, message: Message) -> bool:
         return message.msg_id > self.cursor.get(message.priority, 0)
 
-    def give(self, message: Message) -> bool:
+    def give(self, message: Message, built: dict[bool, Frame] | None = None) -> bool:
         """Hand ``message`` to one eligible member; False if none can take it."""
         eligible = [m for m in self.members if m.active and not m.sub.closed and message.priority in m.target.levels]
         if not eligible:
             return False
         member = eligible[0] if len(eligible) == 1 else self.rng.choice(eligible)
-        member.give(message)
+        member.give(message, built)
         self.cursor[message.priority] = message.msg_id
         return True
 
@@ -195,15 +205,16 @@ class Delivery:
                         group.cursor[level] = max(group.cursor.get(level, 0), msg_id)
 
     def _offer(self, message: Message) -> None:
+        built: dict[bool, Frame] = {}  # each dialect's frame is built once, for all receivers
         for receiver in self.receivers.get(message.address, ()):
             if receiver.held is not None:
                 receiver.held.append(message)
             elif receiver.wants(message) and not receiver.sub.closed:
-                receiver.give(message)
+                receiver.give(message, built)
         for group in self.groups.get(message.address, {}).values():
             if group.held is not None:
                 group.held.append(message)
-            elif group.wants(message) and group.give(message):
+            elif group.wants(message) and group.give(message, built):
                 self.report_progress(group.address, group.name, {message.priority: message.msg_id})
 
     @staticmethod

@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from mq9cluster.errors import PermissionDenied
 from mq9cluster.mailbox import ops
 from mq9cluster.mailbox.delivery import Delivery, Subscriber
 from mq9cluster.mailbox.names import PRIORITY_NAMES, SDK_PRIORITY_NAMES, address_problem, new_private_address
@@ -34,14 +35,6 @@ class Committer(Protocol):
     """Group commit: one op in, its apply result out (a dict), after commit."""
 
     def submit(self, op: bytes) -> asyncio.Future: ...
-
-
-class Verdict:
-    """What the service did with a subscription the server offered it."""
-
-    TAKEN = "taken"  # delivered by the service; not indexed as plain NATS
-    FORBIDDEN = "forbidden"  # refused: -ERR 'Permissions Violation for Subscription to "..."'
-    NOT_MINE = "not_mine"  # an ordinary NATS subscription
 
 
 def now_ms() -> int:
@@ -200,20 +193,19 @@ class MailboxService:
 
     # -- subscriptions -----------------------------------------------------------------------
 
-    def subscribe(self, sub: Subscriber) -> str:
-        """Take, refuse or pass on a subscription to a ``$mq9.`` subject (a ``Verdict``)."""
+    def subscribe(self, sub: Subscriber) -> bool:
+        """Take a ``$mq9.`` subscription (True), leave it to plain NATS (False) or refuse it."""
         target = parse_subscription(sub.subject.decode("utf-8", "replace"))
         if isinstance(target, Receive):
             self.delivery.add_receiver(sub, target)
-            return Verdict.TAKEN
-        if isinstance(target, PublicList):
-            if sub.queue is not None:
-                return Verdict.FORBIDDEN
+            return True
+        if isinstance(target, PublicList) and sub.queue is None:
             self.delivery.add_watcher(sub)
-            return Verdict.TAKEN
-        if isinstance(target, Forbidden):
-            return Verdict.FORBIDDEN
-        return Verdict.NOT_MINE
+            return True
+        if isinstance(target, (Forbidden, PublicList)):
+            subject = sub.subject.decode("utf-8", "replace")
+            raise PermissionDenied(f'Permissions Violation for Subscription to "{subject}"')
+        return False
 
     def unsubscribe(self, sub: Subscriber) -> None:
         """Stop delivering to a subscription the service took."""

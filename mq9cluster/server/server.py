@@ -20,6 +20,7 @@ from typing import Protocol
 
 from mq9cluster import __version__
 from mq9cluster.config import Settings
+from mq9cluster.errors import PermissionDenied
 from mq9cluster.protocol import encode, headers
 from mq9cluster.server.client import Client, Subscription
 from mq9cluster.server.sublist import Sublist
@@ -37,7 +38,8 @@ class MailboxGateway(Protocol):
     """What the server needs from the mailbox layer for ``$mq9.`` subjects."""
 
     def publish(self, subject: bytes, reply: bytes | None, payload: bytes, headers: bytes | None) -> None: ...
-    def subscribe(self, sub: Subscription) -> str: ...
+    def subscribe(self, sub: Subscription) -> bool:
+        """True if the mailbox layer delivers ``sub``, False for plain NATS; PermissionDenied to refuse."""
     def unsubscribe(self, sub: Subscription) -> None: ...
 
 
@@ -189,12 +191,11 @@ class Server:
     def subscribe(self, sub: Subscription) -> str | None:
         """Index a new subscription (or hand a ``$mq9.`` one to the mailbox layer); an -ERR text if refused."""
         if self.gateway is not None and sub.subject.startswith(MQ9_PREFIX):
-            verdict = self.gateway.subscribe(sub)
-            if verdict == "forbidden":
-                subject = sub.subject.decode("utf-8", "replace")
-                return f'Permissions Violation for Subscription to "{subject}"'
-            if verdict == "taken":
-                sub.mailbox = True
+            try:
+                sub.mailbox = self.gateway.subscribe(sub)
+            except PermissionDenied as exc:
+                return str(exc)
+            if sub.mailbox:
                 return None
         self.sublist.insert(sub)
         return None
@@ -208,48 +209,39 @@ class Server:
 
     def reply(self, subject: bytes, payload: bytes) -> None:
         """Publish a message the broker itself originates (mailbox replies) as plain NATS."""
-        result = self.sublist.match(subject)
-        for sub in result.plain:
-            sub.client.deliver(sub, subject, None, payload, None)
-        for group in result.queues:
-            members = [s for s in group if not s.client.closed]
-            if members:
-                sub = self._random.choice(members)
-                sub.client.deliver(sub, subject, None, payload, None)
+        self._route(subject, None, payload, None, None)
 
     def publish(self, origin: Client, subj: bytes, reply: bytes | None, payload: bytes, hdrs: bytes | None) -> None:
         """Deliver to every matching plain subscription and to one member of each queue group."""
         stats = self.stats
-        size = len(payload)
         stats.in_msgs += 1
-        stats.in_bytes += size
+        stats.in_bytes += len(payload)
         if self.gateway is not None and subj.startswith(MQ9_PREFIX):
             self.gateway.publish(subj, reply, payload, hdrs)
             return
+        delivered = self._route(subj, reply, payload, hdrs, None if origin.echo else origin)
+        if not delivered and reply is not None and origin.no_responders:
+            self._no_responders(origin, reply)
+
+    def _route(self, subj: bytes, reply: bytes | None, payload: bytes, hdrs: bytes | None,
+               skip: Client | None) -> int:
+        """Deliver through the subject index, passing over ``skip``'s subscriptions; how many got it."""
         result = self.sublist.match(subj)
         delivered = 0
-        plain = result.plain
-        if plain:
-            if origin.echo:
-                for sub in plain:
-                    sub.client.deliver(sub, subj, reply, payload, hdrs)
-                delivered = len(plain)
-            else:
-                for sub in plain:
-                    if sub.client is not origin:
-                        sub.client.deliver(sub, subj, reply, payload, hdrs)
-                        delivered += 1
+        for sub in result.plain:
+            if sub.client is not skip:
+                sub.client.deliver(sub, subj, reply, payload, hdrs)
+                delivered += 1
         for group in result.queues:
-            members = [s for s in group if not s.client.closed and (origin.echo or s.client is not origin)]
+            members = [s for s in group if not s.client.closed and s.client is not skip]
             if members:
                 sub = members[0] if len(members) == 1 else self._random.choice(members)
                 sub.client.deliver(sub, subj, reply, payload, hdrs)
                 delivered += 1
         if delivered:
-            stats.out_msgs += delivered
-            stats.out_bytes += delivered * size
-        elif reply is not None and origin.no_responders:
-            self._no_responders(origin, reply)
+            self.stats.out_msgs += delivered
+            self.stats.out_bytes += delivered * len(payload)
+        return delivered
 
     def _no_responders(self, origin: Client, reply: bytes) -> None:
         """Send the 503 status to the requester through its own plain subscription on ``reply``."""
