@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 from collections.abc import Coroutine
@@ -67,6 +68,8 @@ class Node:
         self.server = Server(settings, gateway=self.mailboxes)
         self.mailboxes.reply = self.server.reply
         self.monitor = Monitor(self.server) if settings.http_port else None
+        if self.monitor is not None:
+            self.monitor.routes["/raftz"] = lambda query: (200, self.raft_status())
         self._tasks: set[asyncio.Task] = set()
 
     def _apply_entry(self, index: int, entry: bytes) -> Any:
@@ -88,6 +91,12 @@ class Node:
     def _raft_failed(self, error: BaseException) -> None:
         log.critical("raft stopped on an error, shutting the node down: %r", error)
         self.loop.call_soon_threadsafe(self.spawn, self.server.shutdown())
+
+    def raft_status(self) -> dict[str, Any]:
+        """This node's Raft view as JSON-ready data (``/raftz``)."""
+        status = dataclasses.asdict(self.raft.status())
+        status["node_id"] = self.settings.node_name
+        return status
 
     def _is_leader(self) -> bool:
         return self.raft.status().role == "leader"

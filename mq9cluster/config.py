@@ -143,6 +143,11 @@ class Settings(BaseSettings):
         return value
 
     @property
+    def node_name(self) -> str:
+        """This node's name: ``node_id``, or its Raft address when none is given."""
+        return self.node_id or self.raft_addr
+
+    @property
     def other_peers(self) -> list[str]:
         """The peers without this node's own address."""
         return [peer for peer in dict.fromkeys(self.peers) if peer != self.raft_addr]

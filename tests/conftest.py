@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.broker import Broker
+from tests.support.cluster import Cluster
 
 
 @pytest.fixture
@@ -23,3 +24,18 @@ def mq9(tmp_path: Path) -> Iterator[Callable[..., Broker]]:
     yield start
     for broker in started:
         broker.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
+    """Start real N-node mq9cluster clusters (default 3) with extra CLI arguments; stopped at teardown."""
+    started: list[Cluster] = []
+
+    def start(size: int = 3, *args: str) -> Cluster:
+        group = Cluster(tmp_path, size, list(args))
+        started.append(group)
+        return group.start()
+
+    yield start
+    for group in started:
+        group.stop()

@@ -48,6 +48,7 @@ class Broker:
         self.http_port = free_port()
         self.raft_port = free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
+        self.raft_addr = f"127.0.0.1:{self.raft_port}"
         self.extra_args = list(extra_args or [])
         self.workdir = workdir
         self.log_path = workdir / f"{kind}-{self.port}.log"
@@ -97,6 +98,14 @@ class Broker:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def kill(self) -> None:
+        """SIGKILL the process: no shutdown work of any kind."""
+        if self.proc is None:
+            return
+        self.proc.kill()
+        self.proc.wait()
+        self.proc = None
 
     def signal(self, sig: signal.Signals) -> None:
         assert self.proc is not None
