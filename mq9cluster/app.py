@@ -74,7 +74,8 @@ class Node:
 
     def _apply_entry(self, index: int, entry: bytes) -> Any:
         """Raft thread: one committed batch entry onto the store."""
-        return self.machine.apply_batch(index, decode_batch(entry))
+        proposal_id, raw_ops = decode_batch(entry)
+        return self.machine.apply_batch(index, raw_ops, proposal_id)
 
     @staticmethod
     def _install_snapshot(path: str) -> None:

@@ -45,6 +45,13 @@ class NotLeader(ProposalFailed):
         self.leader_hint = leader_hint
 
 
+class NodeStopped(ProposalFailed):
+    """This node's Raft stopped (shutdown or a fatal error): retrying here is pointless."""
+
+    def __init__(self, reason: str = "raft node stopped", *, maybe_applied: bool) -> None:
+        super().__init__(reason, maybe_applied=maybe_applied)
+
+
 class SnapshotCorrupt(Mq9Error):
     """A snapshot file is truncated, foreign or fails its checksum."""
 

@@ -1,24 +1,41 @@
-"""Group commit: many small operations ride in one Raft entry.
+"""Group commit: many small operations ride in one Raft entry, proposed until it is known applied.
 
-Owns the batch entry format (``Op.BATCH`` + msgpack list of opaque operations; encode and decode
-sit here together) and the batching policy. Knows nothing of what an operation means: the state
-machine decodes a batch with ``decode_batch`` and returns one result per operation, in order.
+Owns the batch entry format (``Op.BATCH_ID``, a 16-byte proposal id, then a msgpack list of opaque
+operations; encode and decode sit here together) and the batching and retry policy. Knows nothing
+of what an operation means: the state machine decodes a batch with ``decode_batch`` and returns one
+result per operation, in order, and returns the stored results of an id it already applied.
 Runs on one asyncio event loop.
 
 Policy: an operation waits at most ``max_wait`` for others to join it; a batch leaves at once when
 it reaches ``max_ops`` or ``max_bytes``. While ``max_in_flight`` batches are in flight nothing
 leaves: operations keep collecting and go out together as soon as one lands (natural batching:
 the slower Raft is, the larger the entries).
+
+Retry: a batch whose proposal failed at the Raft level (no leader, leader changed, timeout) is
+proposed again, the same bytes under the same proposal id, every ``retry_interval`` until
+``retry_for`` seconds passed. The id makes the retry safe when the first attempt did commit after
+all: the state machine applies an id once (see the store's dedup window), so a client request is
+never appended twice. Only when the budget runs out (or this node stops) do the operations fail.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import logging
+import secrets
+import struct
 from typing import Any, Protocol
 
 import msgpack
 
-from mq9cluster.cluster.raft import Op, ProposalFailed
+from mq9cluster.cluster.raft import Op
+from mq9cluster.errors import NodeStopped, ProposalFailed
+
+log = logging.getLogger(__name__)
+
+PROPOSAL_ID_BYTES = 16
+_COUNTER = struct.Struct(">Q")
 
 
 class Proposer(Protocol):
@@ -27,19 +44,41 @@ class Proposer(Protocol):
     async def propose_async(self, entry: bytes) -> Any: ...
 
 
-def encode_batch(ops: list[bytes]) -> bytes:
-    """One batch entry: the opcode byte, then a msgpack array of the operations."""
-    return bytes([Op.BATCH]) + msgpack.packb(ops, use_bin_type=True)
+class ProposalIds:
+    """Proposal ids unique across nodes and restarts: 8 random bytes per process, then a counter."""
+
+    def __init__(self) -> None:
+        self._prefix = secrets.token_bytes(PROPOSAL_ID_BYTES - _COUNTER.size)
+        self._counter = itertools.count(1)
+
+    def next(self) -> bytes:
+        return self._prefix + _COUNTER.pack(next(self._counter))
 
 
-def decode_batch(entry: bytes | memoryview) -> list[bytes]:
-    """The operations of a batch entry, in order; ValueError if ``entry`` is not one."""
-    if entry[:1] != bytes([Op.BATCH]):
-        raise ValueError(f"not a batch entry (opcode {bytes(entry[:1])!r})")
-    ops = msgpack.unpackb(entry[1:], raw=False)
+def encode_batch(ops: list[bytes], proposal_id: bytes) -> bytes:
+    """One batch entry: the opcode byte, the proposal id, then a msgpack array of the operations."""
+    if len(proposal_id) != PROPOSAL_ID_BYTES:
+        raise ValueError(f"a proposal id is {PROPOSAL_ID_BYTES} bytes")
+    return bytes([Op.BATCH_ID]) + proposal_id + msgpack.packb(ops, use_bin_type=True)
+
+
+def decode_batch(entry: bytes | memoryview) -> tuple[bytes | None, list[bytes]]:
+    """(proposal id, operations in order) of a batch entry; ValueError if ``entry`` is not one.
+
+    Entries of the older ``Op.BATCH`` form carry no id: None.
+    """
+    opcode = entry[:1]
+    if opcode == bytes([Op.BATCH_ID]):
+        proposal_id: bytes | None = bytes(entry[1:1 + PROPOSAL_ID_BYTES])
+        body = entry[1 + PROPOSAL_ID_BYTES:]
+    elif opcode == bytes([Op.BATCH]):
+        proposal_id, body = None, entry[1:]
+    else:
+        raise ValueError(f"not a batch entry (opcode {bytes(opcode)!r})")
+    ops = msgpack.unpackb(body, raw=False)
     if not isinstance(ops, list) or not all(isinstance(op, bytes) for op in ops):
         raise ValueError("batch entry does not hold a list of byte strings")
-    return ops
+    return proposal_id, ops
 
 
 class GroupCommitter:
@@ -53,8 +92,13 @@ class GroupCommitter:
         max_bytes: int = 256 * 1024,
         max_wait: float = 0.001,
         max_in_flight: int = 2,
+        retry_for: float = 10.0,
+        retry_interval: float = 0.05,
     ) -> None:
         self._raft = raft
+        self._retry_for = retry_for
+        self._retry_interval = retry_interval
+        self._ids = ProposalIds()
         self._max_ops = max_ops
         self._max_bytes = max_bytes
         self._max_wait = max_wait
@@ -66,6 +110,7 @@ class GroupCommitter:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._closed = False
         self.entries_proposed = 0
+        self.retries = 0
 
     def submit(self, op: bytes) -> asyncio.Future[Any]:
         """Queue ``op``; the future gets the state machine's result for it, or the batch's error."""
@@ -112,7 +157,7 @@ class GroupCommitter:
     async def _commit(self, ops: list[bytes], futures: list[asyncio.Future[Any]]) -> None:
         self.entries_proposed += 1
         try:
-            results = await self._raft.propose_async(encode_batch(ops))
+            results = await self._propose(encode_batch(ops, self._ids.next()))
         except asyncio.CancelledError:
             for future in futures:
                 future.cancel()
@@ -126,6 +171,22 @@ class GroupCommitter:
         for future, result in zip(futures, results):
             if not future.done():
                 future.set_result(result)
+
+    async def _propose(self, entry: bytes) -> Any:
+        """Propose ``entry`` until it is applied, within the retry budget (see the module doc)."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self._retry_for
+        while True:
+            try:
+                return await self._raft.propose_async(entry)
+            except NodeStopped:
+                raise
+            except ProposalFailed as exc:
+                if self._closed or loop.time() + self._retry_interval >= give_up:
+                    raise
+                self.retries += 1
+                log.debug("raft proposal failed (%s); retrying under the same proposal id", exc)
+                await asyncio.sleep(self._retry_interval)
 
     def _landed(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)

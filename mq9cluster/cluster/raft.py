@@ -62,7 +62,7 @@ from pysyncobj.pipe_notifier import PipeNotifier
 from pysyncobj.transport import TCPTransport
 
 from mq9cluster.cluster.journal import install_durable_journal
-from mq9cluster.errors import NotLeader, ProposalFailed, SnapshotCorrupt
+from mq9cluster.errors import NodeStopped, NotLeader, ProposalFailed, SnapshotCorrupt
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,8 @@ class Op(enum.IntEnum):
     """
 
     NOOP = 0x00  # read barrier; handled here, never passed to apply_entry
-    BATCH = 0x01  # groupcommit: msgpack list of opaque operations
+    BATCH = 0x01  # groupcommit: msgpack list of opaque operations (written by 0.1 only)
+    BATCH_ID = 0x02  # groupcommit: 16-byte proposal id, then a msgpack list of operations
 
 
 NOOP_ENTRY = bytes([Op.NOOP])
@@ -356,7 +357,7 @@ class RaftNode:
                 obj.destroy()  # autoTick=False: closes transport and journal right here
             except Exception:
                 logger.exception("raft %s: closing failed", self.address)
-            self._fail_all(ProposalFailed("raft node stopped", maybe_applied=True))
+            self._fail_all(NodeStopped(maybe_applied=True))
             if self._failure is not None and self._on_fatal is not None:
                 try:
                     self._on_fatal(self._failure)
@@ -426,7 +427,7 @@ class RaftNode:
         token = self._waiters.add(done, self._tuning.propose_timeout if timeout is None else timeout)
         if self._stopped:  # checked after add: _run sets _stopped before draining the waiters
             if self._waiters.pop(token) is not None:
-                self._call(done, None, ProposalFailed("raft node stopped", maybe_applied=False))
+                self._call(done, None, NodeStopped(maybe_applied=False))
             return
         self._obj.apply(entry, callback=functools.partial(self._on_result, token))
         # pysyncobj's own wake-up is lost if its pipe byte is drained by the poll that ends a tick

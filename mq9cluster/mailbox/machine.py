@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import msgpack
+
 from mq9cluster.mailbox import ops
 from mq9cluster.store import Batch, Mailbox, Message, Store
 
@@ -73,11 +75,22 @@ class MailboxMachine:
         """The Raft index whose effects the store holds."""
         return self.store.last_applied()
 
-    def apply_batch(self, index: int, raw_ops: list[bytes]) -> list[Result]:
-        """Apply one committed entry's ops in one atomic store batch; a result per op."""
+    def apply_batch(self, index: int, raw_ops: list[bytes], proposal_id: bytes | None = None) -> list[Result]:
+        """Apply one committed entry's ops in one atomic store batch; a result per op.
+
+        A proposal id applied before (a retry of an entry that did commit) changes nothing but
+        ``last_applied`` and returns the results of the first application.
+        """
         batch = self.store.batch(index)
+        if proposal_id is not None:
+            earlier = batch.get_dedup(proposal_id)
+            if earlier is not None:
+                batch.commit()
+                return msgpack.unpackb(earlier, raw=False, strict_map_key=False)
         changes: list[Change] = []
         results = [self._apply(batch, ops.decode(raw), changes) for raw in raw_ops]
+        if proposal_id is not None:
+            batch.put_dedup(proposal_id, msgpack.packb(results, use_bin_type=True))
         batch.commit()
         if changes:
             self.on_changes(changes)

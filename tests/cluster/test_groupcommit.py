@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from mq9cluster.cluster.groupcommit import GroupCommitter, decode_batch, encode_batch
+from mq9cluster.cluster.groupcommit import GroupCommitter, ProposalIds, decode_batch, encode_batch
 from mq9cluster.cluster.raft import NOOP_ENTRY, NotLeader, ProposalFailed, RaftNode, RaftTuning
+from mq9cluster.errors import NodeStopped
 
 
 class EchoMachine:
@@ -23,7 +24,7 @@ class EchoMachine:
         self.entries: list[list[bytes]] = []
 
     def apply(self, index: int, entry: bytes) -> list[tuple[int, int, bytes]]:
-        ops = decode_batch(entry)
+        _, ops = decode_batch(entry)
         self.entries.append(ops)
         self.last = index
         return [(index, position, op) for position, op in enumerate(ops)]
@@ -45,13 +46,23 @@ def node(tmp_path: Path) -> Iterator[tuple[RaftNode, EchoMachine]]:
     raft.stop()
 
 
+def ops_of(entry: bytes) -> list[bytes]:
+    return decode_batch(entry)[1]
+
+
 def test_batch_entry_round_trip() -> None:
     ops = [b"", b"a", bytes(range(256)) * 3]
-    assert decode_batch(encode_batch(ops)) == ops
+    ids = ProposalIds()
+    first, second = ids.next(), ids.next()
+    assert first != second and len(first) == len(second) == 16
+    assert decode_batch(encode_batch(ops, first)) == (first, ops)
+    assert decode_batch(b"\x01\x92\xc4\x01a\xc4\x00") == (None, [b"a", b""])  # the id-less form
     with pytest.raises(ValueError):
         decode_batch(NOOP_ENTRY)
     with pytest.raises(ValueError):
         decode_batch(b"\x01\x92\x01\x02")  # a batch opcode and a list, but not of bytes
+    with pytest.raises(ValueError):
+        encode_batch(ops, b"short")
 
 
 def test_concurrent_ops_share_few_entries_and_each_gets_its_own_result(
@@ -110,10 +121,47 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-def test_a_failed_proposal_fails_every_op_with_the_retryable_error() -> None:
+def test_a_failed_proposal_is_proposed_again_with_the_same_id_and_bytes() -> None:
     async def run() -> None:
         fake = FakeProposer()
-        committer = GroupCommitter(fake, max_wait=0)
+        committer = GroupCommitter(fake, max_wait=0, retry_interval=0.001)
+        futures = [committer.submit(b"a"), committer.submit(b"b")]
+        await asyncio.sleep(0.01)
+        fake.pending[0].set_exception(NotLeader("leader changed", "x", maybe_applied=True))
+        await asyncio.sleep(0.01)
+        fake.pending[1].set_exception(ProposalFailed("proposal timed out", maybe_applied=True))
+        await asyncio.sleep(0.01)
+        fake.pending[2].set_result(["A", "B"])
+        assert [await f for f in futures] == ["A", "B"]
+        assert fake.entries[0] == fake.entries[1] == fake.entries[2]  # one proposal id throughout
+        assert committer.retries == 2 and committer.entries_proposed == 1
+        later = committer.submit(b"c")
+        await asyncio.sleep(0.01)
+        assert decode_batch(fake.entries[3])[0] != decode_batch(fake.entries[0])[0]  # a new batch, a new id
+        fake.pending[3].set_result(["C"])
+        assert await later == "C"
+
+    asyncio.run(run())
+
+
+def test_a_node_that_stopped_fails_its_ops_at_once() -> None:
+    async def run() -> None:
+        fake = FakeProposer()
+        committer = GroupCommitter(fake, max_wait=0, retry_for=60)
+        future = committer.submit(b"a")
+        await asyncio.sleep(0.01)
+        fake.pending[0].set_exception(NodeStopped(maybe_applied=True))
+        with pytest.raises(NodeStopped):
+            await future
+        assert len(fake.entries) == 1
+
+    asyncio.run(run())
+
+
+def test_when_the_retry_budget_is_spent_every_op_gets_the_retryable_error() -> None:
+    async def run() -> None:
+        fake = FakeProposer()
+        committer = GroupCommitter(fake, max_wait=0, retry_for=0)
         futures = [committer.submit(b"%d" % i) for i in range(5)]
         await asyncio.sleep(0.01)
         error = NotLeader("no leader", None, maybe_applied=False)
@@ -141,11 +189,11 @@ def test_ops_collect_while_batches_are_in_flight() -> None:
         await asyncio.sleep(0.01)
         waiting = [committer.submit(b"%d" % i) for i in range(10)]
         await asyncio.sleep(0.01)
-        assert [decode_batch(e) for e in fake.entries] == [[b"a", b"b"], [b"c"]]  # bound reached
+        assert [ops_of(e) for e in fake.entries] == [[b"a", b"b"], [b"c"]]  # bound reached
         fake.pending[0].set_result(["A", "B"])
         await settle()
         assert [await f for f in first] == ["A", "B"]
-        assert decode_batch(fake.entries[2]) == [b"%d" % i for i in range(10)]  # one entry on landing
+        assert ops_of(fake.entries[2]) == [b"%d" % i for i in range(10)]  # one entry on landing
         fake.pending[1].set_result(["C"])
         fake.pending[2].set_result(list(range(10)))
         assert [await f for f in second + waiting] == ["C", *range(10)]

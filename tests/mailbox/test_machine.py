@@ -96,3 +96,19 @@ def test_private_address_collision_is_refused(machine):
     apply(m, 2, ops.CreateOp("abc", T0, 0, False, ""))
     assert apply(m, 3, ops.CreateOp("abc", T0, 0, False, ""))[0]["error"]
     assert apply(m, 4, ops.CreateOp("abc", T0, 0, True, ""))[0]["error"]
+
+
+def test_a_proposal_id_applied_twice_appends_once_and_answers_alike(machine):
+    m, changes = machine
+    create = [ops.encode(ops.CreateOp("inbox", T0, 0, False, ""))]
+    sends = [ops.encode(ops.AppendOp("inbox", 1, T0, b"m%d" % i, None)) for i in range(3)]
+    first_id, retry_of_first, other_id = b"p" * 16, b"p" * 16, b"q" * 16
+    assert m.apply_batch(2, create, b"c" * 16) == [{"mail_address": "inbox", "is_new": True}]
+    first = m.apply_batch(3, sends, first_id)
+    assert first == [{"msg_id": 1}, {"msg_id": 2}, {"msg_id": 3}]
+    appended = len(changes)
+    assert m.apply_batch(4, sends, retry_of_first) == first  # a retry of a committed entry
+    assert len(changes) == appended and m.last_applied() == 4
+    assert [msg.msg_id for msg in m.store.iter_messages("inbox")] == [1, 2, 3]
+    assert m.apply_batch(5, sends, other_id) == [{"msg_id": 4}, {"msg_id": 5}, {"msg_id": 6}]
+    assert m.apply_batch(6, create, b"c" * 16) == [{"mail_address": "inbox", "is_new": True}]
