@@ -4,7 +4,7 @@ Runs on the event loop. A new subscription first buffers live changes, waits for
 barrier, replays a fixed view of the store (highest priority first, FIFO inside a level) at the
 pace its connection drains, then flushes the buffer; a per-level cursor (last msg_id given)
 drops whatever the replay already sent, so there is no gap and no duplicate. Queue groups give
-each message to one member and report their progress so that it is replicated.
+each message to one member: they claim messages through the Raft log (see ``Group``).
 """
 
 from __future__ import annotations
@@ -13,11 +13,10 @@ import asyncio
 import base64
 import json
 import logging
-import random
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
-from mq9cluster.mailbox.machine import Appended, Change, Created, GroupAdvanced, Removed
+from mq9cluster.mailbox.machine import Appended, Change, Created, Removed
 from mq9cluster.mailbox.names import PRIORITY_NAMES, SDK_PRIORITY_NAMES
 from mq9cluster.mailbox.subjects import PUBLIC_LIST, Receive
 from mq9cluster.store import Mailbox, Message
@@ -26,7 +25,15 @@ from mq9cluster.store.reads import StoreReads
 log = logging.getLogger("mq9cluster.delivery")
 
 REPLAY_CHUNK = 512  # messages replayed between two yields to the event loop
+CLAIM_PER_MEMBER = 64  # messages one claim asks for, per local member of the group
+CLAIM_RETRY = 0.2  # seconds before claiming again after a claim failed at the Raft level
 _PUBLIC_LIST = PUBLIC_LIST.encode()
+
+
+class Claim(Protocol):
+    """Claim a queue group's next messages through the log; LookupError if the mailbox is gone."""
+
+    def __call__(self, address: str, group: str, levels: frozenset[int], limit: int) -> Awaitable[list[Message]]: ...
 
 
 class Subscriber(Protocol):
@@ -92,29 +99,34 @@ class Receiver:
 
 
 class Group:
-    """A queue group of one mailbox on this node: members, and the cursor of what it was given."""
+    """A queue group of one mailbox, as seen on this node: its local members and its claim loop.
 
-    __slots__ = ("address", "name", "members", "cursor", "held", "rng")
+    Which node delivers a message to the group is decided through the Raft log: a node with
+    members claims the next unclaimed messages (``ClaimOp``) and hands what it was given to its
+    own members in turn, so each message reaches exactly one member across the cluster.
+    """
+
+    __slots__ = ("address", "name", "members", "turn", "claiming", "again")
 
     def __init__(self, address: str, name: str) -> None:
         self.address = address
         self.name = name
         self.members: list[Receiver] = []
-        self.cursor: dict[int, int] = {}
-        self.held: list[Message] | None = []
-        self.rng = random.Random()
+        self.turn = 0
+        self.claiming = False  # a claim loop runs for this group
+        self.again = False  # something arrived while it ran: claim once more before stopping
 
-    def wants(self, message: Message) -> bool:
-        return message.msg_id > self.cursor.get(message.priority, 0)
+    def levels(self) -> frozenset[int]:
+        """The priorities some live member takes."""
+        return frozenset().union(*(m.target.levels for m in self.members if m.active and not m.sub.closed))
 
-    def give(self, message: Message, built: dict[bool, Frame] | None = None) -> bool:
-        """Hand ``message`` to one eligible member; False if none can take it."""
+    def give(self, message: Message) -> bool:
+        """Hand ``message`` to the next live member that takes its priority; False if none does."""
         eligible = [m for m in self.members if m.active and not m.sub.closed and message.priority in m.target.levels]
         if not eligible:
             return False
-        member = eligible[0] if len(eligible) == 1 else self.rng.choice(eligible)
-        member.give(message, built)
-        self.cursor[message.priority] = message.msg_id
+        eligible[self.turn % len(eligible)].give(message)
+        self.turn += 1
         return True
 
 
@@ -125,14 +137,14 @@ class Delivery:
         self,
         store: StoreReads,
         barrier: Callable[[], Awaitable[None]],
-        report_progress: Callable[[str, str, dict[int, int]], None],
+        claim: Claim,
         replay_window: int,
     ) -> None:
         """``replay_window``: bytes queued to a client above which its replay waits for the socket."""
         self.store = store
         self.replay_window = replay_window
         self.barrier = barrier
-        self.report_progress = report_progress
+        self.claim = claim
         self.receivers: dict[str, list[Receiver]] = {}
         self.groups: dict[str, dict[str, Group]] = {}  # address -> group name -> group
         self.watchers: dict[Subscriber, list[tuple[str, str, bytes]] | None] = {}
@@ -153,10 +165,8 @@ class Delivery:
         receiver.held = None
         if group is None:
             group = groups[name] = Group(target.address, name)
-            group.members.append(receiver)
-            self._spawn(self._replay_to_group(group))
-        else:
-            group.members.append(receiver)
+        group.members.append(receiver)
+        self._claim_soon(group)
 
     def add_watcher(self, sub: Subscriber) -> None:
         """PUBLIC.LIST subscription: one ``created`` event per public mailbox, then live events."""
@@ -198,11 +208,6 @@ class Delivery:
                 self._announce("created", change.mailbox)
             elif kind is Removed and change.mailbox.public:
                 self._announce(change.reason, change.mailbox)
-            elif kind is GroupAdvanced:
-                group = self.groups.get(change.address, {}).get(change.group)
-                if group is not None:
-                    for level, msg_id in change.cursor.items():
-                        group.cursor[level] = max(group.cursor.get(level, 0), msg_id)
 
     def _offer(self, message: Message) -> None:
         built: dict[bool, Frame] = {}  # each dialect's frame is built once, for all receivers
@@ -212,10 +217,7 @@ class Delivery:
             elif receiver.wants(message) and not receiver.sub.closed:
                 receiver.give(message, built)
         for group in self.groups.get(message.address, {}).values():
-            if group.held is not None:
-                group.held.append(message)
-            elif group.wants(message) and group.give(message, built):
-                self.report_progress(group.address, group.name, {message.priority: message.msg_id})
+            self._claim_soon(group)
 
     @staticmethod
     def _event(event: str, mailbox: Mailbox) -> bytes:
@@ -266,24 +268,40 @@ class Delivery:
             if receiver.active and receiver.wants(message) and not receiver.sub.closed:
                 receiver.give(message)
 
-    async def _replay_to_group(self, group: Group) -> None:
-        await self.barrier()
-        group.cursor = self.store.get_group_cursor(group.address, group.name)
-        count = 0
-        for message in self.store.iter_messages(group.address, None, after=group.cursor):
-            if not group.members:
-                break
-            if group.give(message):
-                count += 1
-                if count % REPLAY_CHUNK == 0:
-                    self.report_progress(group.address, group.name, dict(group.cursor))
-                await self._paced([m.sub for m in group.members], count)
-        held, group.held = group.held or [], None
-        for message in held:
-            if group.wants(message):
-                group.give(message)
-        if group.cursor:
-            self.report_progress(group.address, group.name, dict(group.cursor))
+    def _claim_soon(self, group: Group) -> None:
+        if group.claiming:
+            group.again = True
+        else:
+            group.claiming = True
+            self._spawn(self._claim_for(group))
+
+    async def _claim_for(self, group: Group) -> None:
+        """Claim and hand out messages while the group has members here and messages come."""
+        try:
+            while group.members:
+                group.again = False
+                await self._paced([m.sub for m in group.members], 1)
+                levels = group.levels()
+                if not levels:
+                    return
+                limit = CLAIM_PER_MEMBER * len(group.members)
+                try:
+                    messages = await self.claim(group.address, group.name, levels, limit)
+                except LookupError:
+                    return  # the mailbox is gone
+                except Exception as exc:  # Raft unavailable: the messages stay unclaimed
+                    log.warning("queue group %s of %s: claim failed (%s); retrying", group.name, group.address, exc)
+                    await asyncio.sleep(CLAIM_RETRY)
+                    group.again = True
+                    continue
+                undelivered = sum(not group.give(message) for message in messages)
+                if undelivered:
+                    log.warning("queue group %s of %s: %d claimed messages had no member left on this node",
+                                group.name, group.address, undelivered)
+                if len(messages) < limit and not group.again:
+                    return
+        finally:
+            group.claiming = False
 
     async def _replay_public(self, sub: Subscriber) -> None:
         await self.barrier()

@@ -44,15 +44,7 @@ class MessageDeleted(NamedTuple):
     msg_id: int
 
 
-class GroupAdvanced(NamedTuple):
-    """A queue group's replicated cursor moved."""
-
-    address: str
-    group: str
-    cursor: dict[int, int]
-
-
-Change = Appended | Created | Removed | MessageDeleted | GroupAdvanced
+Change = Appended | Created | Removed | MessageDeleted
 
 
 def expired(mailbox: Mailbox, now_ms: int) -> bool:
@@ -106,7 +98,9 @@ class MailboxMachine:
             return self._delete_message(batch, op, changes)
         if kind is ops.ExpireOp:
             return self._expire(batch, op, changes)
-        return self._group_progress(batch, op, changes)
+        if kind is ops.ClaimOp:
+            return self._claim(batch, op)
+        return self._group_progress(batch, op)
 
     def _append(self, batch: Batch, op: ops.AppendOp, changes: list[Change]) -> Result:
         expires_at = batch.expires_at(op.address)
@@ -147,9 +141,30 @@ class MailboxMachine:
         changes.append(Removed(mailbox, "expired"))
         return {"expired": True}
 
-    def _group_progress(self, batch: Batch, op: ops.GroupProgressOp, changes: list[Change]) -> Result:
+    def _group_progress(self, batch: Batch, op: ops.GroupProgressOp) -> Result:
         if batch.get_mailbox(op.address) is None:
             return missing(op.address)
         batch.advance_group_cursor(op.address, op.group, op.cursor)
-        changes.append(GroupAdvanced(op.address, op.group, dict(op.cursor)))
         return {}
+
+    def _claim(self, batch: Batch, op: ops.ClaimOp) -> Result:
+        """The group's next unclaimed messages, highest priority first; the cursor moves past them.
+
+        Scans the store as committed before this entry (every node sees the same), so messages
+        appended earlier in the same entry are left to the next claim.
+        """
+        if batch.get_mailbox(op.address) is None:
+            return missing(op.address)
+        cursor = batch.get_group_cursor(op.address, op.group)
+        claimed: list[list[int]] = []
+        if op.limit > 0:
+            for message in self.store.iter_messages(op.address, op.levels, after=cursor):
+                claimed.append([message.priority, message.msg_id])
+                if len(claimed) >= op.limit:
+                    break
+        if claimed:
+            advance: dict[int, int] = {}
+            for priority, msg_id in claimed:
+                advance[priority] = max(advance.get(priority, 0), msg_id)
+            batch.advance_group_cursor(op.address, op.group, advance)
+        return {"claimed": claimed}

@@ -17,6 +17,7 @@ OP_APPEND = 2
 OP_DELETE_MESSAGE = 3
 OP_EXPIRE = 4
 OP_GROUP_PROGRESS = 5
+OP_CLAIM = 6
 
 
 class CreateOp(NamedTuple):
@@ -54,18 +55,30 @@ class ExpireOp(NamedTuple):
 
 
 class GroupProgressOp(NamedTuple):
-    """A queue group has been given messages up to ``cursor`` ({priority: msg_id})."""
+    """A queue group has been given messages up to ``cursor`` ({priority: msg_id}).
+
+    Written by 0.1 only (queue groups now claim); still applied when an old log replays.
+    """
 
     address: str
     group: str
     cursor: dict[int, int]
 
 
-Op = CreateOp | AppendOp | DeleteMessageOp | ExpireOp | GroupProgressOp
+class ClaimOp(NamedTuple):
+    """Give a queue group's member node the next ``limit`` unclaimed messages of ``levels``."""
+
+    address: str
+    group: str
+    levels: list[int]
+    limit: int
+
+
+Op = CreateOp | AppendOp | DeleteMessageOp | ExpireOp | GroupProgressOp | ClaimOp
 
 _CODES: dict[type, int] = {
     CreateOp: OP_CREATE, AppendOp: OP_APPEND, DeleteMessageOp: OP_DELETE_MESSAGE,
-    ExpireOp: OP_EXPIRE, GroupProgressOp: OP_GROUP_PROGRESS,
+    ExpireOp: OP_EXPIRE, GroupProgressOp: OP_GROUP_PROGRESS, ClaimOp: OP_CLAIM,
 }
 _TYPES: dict[int, type] = {code: kind for kind, code in _CODES.items()}
 

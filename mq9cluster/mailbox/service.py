@@ -23,6 +23,7 @@ from mq9cluster.mailbox.subjects import (
     Create, DeleteMessage, Forbidden, Invalid, ListMessages, PublicList, Receive, Send,
     parse_request, parse_subscription,
 )
+from mq9cluster.store import Message
 from mq9cluster.store.reads import StoreReads
 
 log = logging.getLogger("mq9cluster.mailbox")
@@ -59,8 +60,7 @@ class MailboxService:
         self.is_leader = is_leader
         self.max_ttl = max_ttl
         self.reply: Callable[[bytes, bytes], None] = lambda subject, payload: None
-        self.delivery = Delivery(store, barrier, self._report_progress, replay_window)
-        self._progress: dict[tuple[str, str], dict[int, int]] = {}
+        self.delivery = Delivery(store, barrier, self._claim, replay_window)
         self._parsed: dict[bytes, object] = {}
         self._tasks: set[asyncio.Task] = set()
 
@@ -211,24 +211,14 @@ class MailboxService:
         """Stop delivering to a subscription the service took."""
         self.delivery.remove(sub)
 
-    # -- queue-group progress and expiry -----------------------------------------------------
+    # -- queue-group claims and expiry --------------------------------------------------------
 
-    def _report_progress(self, address: str, group: str, cursor: dict[int, int]) -> None:
-        """Coalesce group progress and propose it once per loop iteration."""
-        key = (address, group)
-        pending = self._progress.get(key)
-        if pending is None:
-            if not self._progress:
-                asyncio.get_running_loop().call_soon(self._flush_progress)
-            self._progress[key] = dict(cursor)
-            return
-        for level, msg_id in cursor.items():
-            pending[level] = max(pending.get(level, 0), msg_id)
-
-    def _flush_progress(self) -> None:
-        progress, self._progress = self._progress, {}
-        for (address, group), cursor in progress.items():
-            self._fire(ops.GroupProgressOp(address, group, cursor))
+    async def _claim(self, address: str, group: str, levels: frozenset[int], limit: int) -> list[Message]:
+        """Claim a queue group's next messages through the log; LookupError if the mailbox is gone."""
+        result = await self.committer.submit(ops.encode(ops.ClaimOp(address, group, sorted(levels), limit)))
+        if "error" in result:
+            raise LookupError(result["error"])
+        return self.store.get_messages(address, result["claimed"])
 
     def _fire(self, op: ops.Op) -> None:
         """Submit an op nobody waits for; a failure is logged (the next attempt covers it)."""

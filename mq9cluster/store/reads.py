@@ -8,7 +8,7 @@ hand over from replay to live delivery at that Raft index with no gap and no dup
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import cast
 
 from rocksdict import Rdict, RdictIter, ReadOptions
@@ -126,6 +126,20 @@ class StoreReads:
         """Stored messages in replay order, optionally only some priorities and only those after
         a per-priority cursor {priority: last msg_id seen}; empty for an unknown mailbox."""
         return MessageScan(self._db, address, priorities, after)
+
+    def get_messages(self, address: str, ids: Iterable[Sequence[int]]) -> list[Message]:
+        """The stored messages among ``ids`` ((priority, msg_id) pairs), in that order; absent ones are left out."""
+        tag = keys.tagged(address)
+        wanted = [(priority, msg_id) for priority, msg_id in ids]
+        if not wanted:
+            return []
+        raws = cast(list[bytes | None], self._db.get([keys.message_key(tag, p, i) for p, i in wanted]))
+        found = []
+        for (priority, msg_id), raw in zip(wanted, raws, strict=True):
+            if raw is not None:
+                ts_ms, payload, headers = codecs.decode_message(raw)
+                found.append(Message(address, priority, msg_id, ts_ms, payload, headers))
+        return found
 
     def list_message_summaries(self, address: str) -> list[MessageSummary]:
         """(msg_id, priority, ts_ms) of every stored message, in replay order."""

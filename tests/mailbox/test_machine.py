@@ -91,6 +91,22 @@ def test_group_progress_is_replicated_state(machine):
     assert apply(m, 4, ops.GroupProgressOp("nope", "w", {1: 1}))[0]["error"]
 
 
+def test_claims_hand_out_each_message_once_highest_priority_first(machine):
+    m, _ = machine
+    apply(m, 2, ops.CreateOp("q", T0, 0, False, ""))
+    apply(m, 3, *(ops.AppendOp("q", prio, T0, b"m", None) for prio in [1, 3, 1, 2, 3]))  # ids 1..5
+    first, second = apply(m, 4, ops.ClaimOp("q", "w", [0, 1, 2, 3], 3), ops.ClaimOp("q", "w", [0, 1, 2, 3], 3))
+    assert first == {"claimed": [[3, 2], [3, 5], [2, 4]]}
+    assert second == {"claimed": [[1, 1], [1, 3]]}  # the same entry sees the first claim's cursor
+    assert apply(m, 5, ops.ClaimOp("q", "w", [0, 1, 2, 3], 10)) == [{"claimed": []}]
+    assert apply(m, 6, ops.ClaimOp("q", "other", [3], 10)) == [{"claimed": [[3, 2], [3, 5]]}]  # groups are apart
+    # appended in the same entry as a claim: left for the next claim (the claim reads committed state)
+    assert apply(m, 7, ops.AppendOp("q", 1, T0, b"late", None), ops.ClaimOp("q", "w", [1], 10))[1] == {"claimed": []}
+    assert apply(m, 8, ops.ClaimOp("q", "w", [1], 10)) == [{"claimed": [[1, 6]]}]
+    assert apply(m, 9, ops.ClaimOp("gone", "w", [1], 10))[0]["error"] == "mailbox gone does not exist"
+    assert [msg.msg_id for msg in m.store.get_messages("q", [[1, 6], [3, 99], [3, 2]])] == [6, 2]
+
+
 def test_private_address_collision_is_refused(machine):
     m, _ = machine
     apply(m, 2, ops.CreateOp("abc", T0, 0, False, ""))

@@ -95,6 +95,7 @@ def test_private_addresses_are_unguessable_and_valid():
     ops.DeleteMessageOp("a", 7),
     ops.ExpireOp("a", 99),
     ops.GroupProgressOp("a", "workers", {3: 10, 1: 4}),
+    ops.ClaimOp("a", "workers", [1, 3], 64),
 ])
 def test_ops_round_trip(op):
     assert ops.decode(ops.encode(op)) == op
