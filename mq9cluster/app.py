@@ -15,7 +15,8 @@ from mq9cluster import __version__, logs
 from mq9cluster.cluster.groupcommit import GroupCommitter, decode_batch
 from mq9cluster.cluster.raft import RaftNode, RaftTuning
 from mq9cluster.config import Settings
-from mq9cluster.errors import ConfigError, StoreError
+from mq9cluster.cluster import admin
+from mq9cluster.errors import ClusterAdminError, ConfigError, Mq9Error, StoreError
 from mq9cluster.mailbox.machine import Change, MailboxMachine
 from mq9cluster.mailbox.service import MailboxService
 from mq9cluster.server.monitor import Monitor
@@ -71,6 +72,7 @@ class Node:
         if self.monitor is not None:
             self.monitor.routes["/raftz"] = lambda query: (200, self.raft_status())
         self._tasks: set[asyncio.Task] = set()
+        self.failure: Mq9Error | None = None
 
     def _apply_entry(self, index: int, entry: bytes) -> Any:
         """Raft thread: one committed batch entry onto the store."""
@@ -133,13 +135,39 @@ class Node:
         self.store.close()
 
 
-async def serve(settings: Settings) -> None:
-    """Run one broker node until SIGTERM/SIGINT (graceful) or SIGUSR2 (lame duck) ends it."""
+def joining(settings: Settings, seed: str) -> tuple[Settings, bool]:
+    """Settings whose peers are the members the seed knows, and whether this node is one already."""
+    members = admin.node_status(seed).members
+    log.info("cluster of %s: members %s", seed, ", ".join(members))
+    return settings.model_copy(update={"peers": members}), settings.raft_addr in members
+
+
+async def _join(node: Node, seed: str) -> None:
+    """Become a member through ``seed``; on failure the node shuts down (the CLI exits non-zero)."""
+    address = node.settings.raft_addr
+    try:
+        await asyncio.get_running_loop().run_in_executor(None, admin.add_member, seed, address)
+    except ClusterAdminError as exc:
+        node.failure = exc
+        log.critical("could not join the cluster through %s: %s", seed, exc)
+        await node.server.shutdown()
+        return
+    log.info("joined the cluster through %s as %s; catching up from the leader", seed, address)
+
+
+async def serve(settings: Settings, join_seed: str | None = None) -> Mq9Error | None:
+    """Run one broker node until SIGTERM/SIGINT (graceful) or SIGUSR2 (lame duck) ends it.
+
+    With ``join_seed`` the node asks that member to add it to the cluster once it runs. Returns
+    the error that ended the node, if one did.
+    """
     prepare_data_dir(settings)
     loop = asyncio.get_running_loop()
     node = Node(settings, loop)
     try:
         await node.start()
+        if join_seed is not None:
+            node.spawn(_join(node, join_seed))
         server = node.server
         loop.add_signal_handler(signal.SIGTERM, lambda: node.spawn(server.shutdown()))
         loop.add_signal_handler(signal.SIGINT, lambda: node.spawn(server.shutdown()))
@@ -151,9 +179,17 @@ async def serve(settings: Settings) -> None:
         await server.stopped.wait()
     finally:
         node.close()
+    return node.failure
 
 
-def run(settings: Settings) -> None:
-    """Configure logging and run the node on uvloop."""
+def run(settings: Settings, join_seed: str | None = None) -> None:
+    """Configure logging and run the node on uvloop; with ``join_seed``, join that member's cluster."""
     logs.configure(settings.log_level_number)
-    uvloop.run(serve(settings))
+    if join_seed is not None:
+        settings, member = joining(settings, join_seed)
+        if member:
+            log.info("%s is a member already: starting", settings.raft_addr)
+            join_seed = None
+    failure = uvloop.run(serve(settings, join_seed))
+    if failure is not None:
+        raise failure

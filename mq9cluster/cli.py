@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import typing
 from pathlib import Path
@@ -12,7 +13,7 @@ from pydantic.fields import FieldInfo
 
 from mq9cluster import __version__
 from mq9cluster.config import Settings, load_settings, reference_markdown
-from mq9cluster.errors import ConfigError
+from mq9cluster.errors import ClusterAdminError, ConfigError
 
 
 def _click_type(field: FieldInfo) -> Any:
@@ -50,15 +51,20 @@ def main() -> None:
     """
 
 
-@main.command()
-@click.option("-c", "--config", "config_file", type=click.Path(path_type=Path, dir_okay=False),
-              help="Config file (TOML, or JSON by .json suffix); flags and MQ9_* env override it.")
-@click.option("-D", "--debug", is_flag=True, help="Debug logging (nats-server's -D).")
-@click.option("-V", "--trace", is_flag=True, help="Protocol trace logging (nats-server's -V).")
-@click.option("-DV", "debug_trace", is_flag=True, help="Debug and trace logging.")
-@settings_options
-def start(config_file: Path | None, debug: bool, trace: bool, debug_trace: bool, **flags: Any) -> None:
-    """Start a broker node (flags shaped like nats-server's)."""
+def node_options(command: Callable) -> Callable:
+    """The options of every command that runs a node: config file, log switches, all Settings."""
+    command = settings_options(command)
+    command = click.option("-DV", "debug_trace", is_flag=True, help="Debug and trace logging.")(command)
+    command = click.option("-V", "--trace", is_flag=True, help="Protocol trace logging (nats-server's -V).")(command)
+    command = click.option("-D", "--debug", is_flag=True, help="Debug logging (nats-server's -D).")(command)
+    return click.option(
+        "-c", "--config", "config_file", type=click.Path(path_type=Path, dir_okay=False),
+        help="Config file (TOML, or JSON by .json suffix); flags and MQ9_* env override it.",
+    )(command)
+
+
+def _run_node(config_file: Path | None, debug: bool, trace: bool, debug_trace: bool, flags: dict[str, Any],
+              join_seed: str | None = None) -> None:
     if trace or debug_trace:
         flags["log_level"] = "trace"
     elif debug and flags.get("log_level") is None:
@@ -67,10 +73,80 @@ def start(config_file: Path | None, debug: bool, trace: bool, debug_trace: bool,
         settings = load_settings(config_file, **flags)
         from mq9cluster import app
 
-        app.run(settings)
-    except ConfigError as exc:
+        app.run(settings, join_seed=join_seed)
+    except (ConfigError, ClusterAdminError) as exc:
         click.echo(f"mq9cluster: error: {exc}", err=True)
         sys.exit(2)
+
+
+@main.command()
+@node_options
+def start(config_file: Path | None, debug: bool, trace: bool, debug_trace: bool, **flags: Any) -> None:
+    """Start a broker node (flags shaped like nats-server's)."""
+    _run_node(config_file, debug, trace, debug_trace, flags)
+
+
+@main.command()
+@click.option("--seed", required=True, metavar="HOST:PORT", help="Raft address of any member of the running cluster.")
+@node_options
+def join(seed: str, config_file: Path | None, debug: bool, trace: bool, debug_trace: bool, **flags: Any) -> None:
+    """Start a node and add it to a running cluster (its members come from the seed, --peers is ignored).
+
+    The node catches up from the leader (a snapshot, then the log) and serves reads once it has.
+    Run the same command to restart it: a node that is already a member just starts.
+    """
+    _run_node(config_file, debug, trace, debug_trace, flags, join_seed=seed)
+
+
+@main.command()
+@click.option("--raft-addr", "member", required=True, metavar="HOST:PORT", help="Raft address of the member to remove.")
+@click.option("--seed", metavar="HOST:PORT", help="Raft address of another member to go through (default: the member itself).")
+def leave(member: str, seed: str | None) -> None:
+    """Remove a member from the cluster (leadership moves first if it leads); then stop its process."""
+    from mq9cluster.cluster import admin
+
+    try:
+        through = admin.remove_member(member, seed)
+    except ClusterAdminError as exc:
+        click.echo(f"mq9cluster: error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"{member} removed from the cluster (committed through {through}); stop its process now")
+
+
+@main.command()
+@click.option("--seed", default="127.0.0.1:7222", show_default=True, metavar="HOST:PORT",
+              help="Raft address of any member.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def status(seed: str, as_json: bool) -> None:
+    """Show every member: role, term, commit and applied index, lag behind the leader's commit index."""
+    from mq9cluster.cluster import admin
+
+    try:
+        views = admin.cluster_status(seed)
+    except ClusterAdminError as exc:
+        click.echo(f"mq9cluster: error: {exc}", err=True)
+        sys.exit(1)
+    leader_commit = max((v.status.commit_index for v in views if v.status and v.status.role == "leader"), default=None)
+    rows = []
+    for view in views:
+        st = view.status
+        lag = None if st is None or leader_commit is None else max(leader_commit - st.last_applied, 0)
+        rows.append({"address": view.address, "role": st.role if st else "unreachable",
+                     "term": st.term if st else None, "leader": st.leader if st else None,
+                     "commit_index": st.commit_index if st else None,
+                     "last_applied": st.last_applied if st else None, "lag": lag,
+                     "error": view.error})
+    if as_json:
+        click.echo(json.dumps({"members": rows}, indent=2))
+        return
+    head = f"{'NODE':<24}{'ROLE':<13}{'TERM':>6}{'COMMIT':>10}{'APPLIED':>10}{'LAG':>8}  LEADER"
+    click.echo(head)
+    for row in rows:
+        cells = [row[k] if row[k] is not None else "-" for k in ("term", "commit_index", "last_applied", "lag")]
+        click.echo(f"{row['address']:<24}{row['role']:<13}{cells[0]:>6}{cells[1]:>10}{cells[2]:>10}{cells[3]:>8}"
+                   f"  {row['leader'] or row['error'] or '-'}")
+    if any(row["role"] == "unreachable" for row in rows):
+        sys.exit(1)
 
 
 @main.command()

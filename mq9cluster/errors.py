@@ -52,6 +52,10 @@ class NodeStopped(ProposalFailed):
         super().__init__(reason, maybe_applied=maybe_applied)
 
 
+class ClusterAdminError(Mq9Error):
+    """A membership or status command could not be carried out; the message says where and why."""
+
+
 class SnapshotCorrupt(Mq9Error):
     """A snapshot file is truncated, foreign or fails its checksum."""
 

@@ -124,6 +124,28 @@ class RaftStatus:
     peers: dict[str, bool]  # address -> connected
     match_index: dict[str, int]  # leader only: address -> highest index known stored there
 
+    @classmethod
+    def from_pysyncobj(cls, address: str, raw: dict[str, Any]) -> RaftStatus:
+        """From pysyncobj's ``getStatus()`` dict (also what its ``status`` utility command returns)."""
+        peers = _suffixed(raw, "partner_node_status_server_")
+        return cls(
+            address=address,
+            role=_ROLES[raw["state"]],
+            term=raw["raft_term"],
+            leader=None if raw["leader"] is None else raw["leader"].id,
+            commit_index=raw["commit_idx"],
+            last_applied=raw["last_applied"],
+            log_entries=raw["log_len"],
+            has_quorum=raw["has_quorum"],
+            peers={peer: state == 2 for peer, state in peers.items()},
+            match_index=_suffixed(raw, "match_idx_server_") if raw["state"] == 2 else {},
+        )
+
+    @property
+    def members(self) -> list[str]:
+        """Every member's Raft address as this node knows the cluster, itself included."""
+        return sorted({self.address, *self.peers})
+
 
 _ROLES = {0: "follower", 1: "candidate", 2: "leader"}
 
@@ -553,19 +575,7 @@ class RaftNode:
                 continue
         else:
             raise RuntimeError("raft status kept changing while read")
-        peers = _suffixed(raw, "partner_node_status_server_")
-        return RaftStatus(
-            address=self.address,
-            role=_ROLES[raw["state"]],
-            term=raw["raft_term"],
-            leader=None if raw["leader"] is None else raw["leader"].id,
-            commit_index=raw["commit_idx"],
-            last_applied=raw["last_applied"],
-            log_entries=raw["log_len"],
-            has_quorum=raw["has_quorum"],
-            peers={address: state == 2 for address, state in peers.items()},
-            match_index=_suffixed(raw, "match_idx_server_") if raw["state"] == 2 else {},
-        )
+        return RaftStatus.from_pysyncobj(self.address, raw)
 
     @property
     def failure(self) -> BaseException | None:

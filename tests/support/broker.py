@@ -42,8 +42,10 @@ def mq9cluster_command() -> list[str]:
 class Broker:
     """A broker process on fixed loopback ports; ``restart()`` brings it back on the same ports."""
 
-    def __init__(self, kind: str, workdir: Path, extra_args: list[str] | None = None) -> None:
+    def __init__(self, kind: str, workdir: Path, extra_args: list[str] | None = None,
+                 subcommand: str = "start") -> None:
         self.kind = kind
+        self.subcommand = subcommand
         self.port = free_port()
         self.http_port = free_port()
         self.raft_port = free_port()
@@ -58,8 +60,12 @@ class Broker:
         ports = ["-a", "127.0.0.1", "-p", str(self.port), "-m", str(self.http_port)]
         if self.kind == "nats-server":
             return [nats_server_binary(), *ports, *self.extra_args]
-        node = ["--data-dir", str(self.workdir / f"data-{self.port}"), "--raft-addr", f"127.0.0.1:{self.raft_port}"]
-        return [*mq9cluster_command(), "start", *ports, *node, *self.extra_args]
+        node = ["--data-dir", str(self.data_dir), "--raft-addr", f"127.0.0.1:{self.raft_port}"]
+        return [*mq9cluster_command(), self.subcommand, *ports, *node, *self.extra_args]
+
+    @property
+    def data_dir(self) -> Path:
+        return self.workdir / f"data-{self.port}"
 
     def start(self) -> "Broker":
         """Start the process and wait until its client port accepts connections."""

@@ -1,0 +1,116 @@
+"""Membership on real processes: `mq9cluster join`, `leave` and `status` against a running 3-node cluster."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+
+from tests.support.broker import Broker, mq9cluster_command
+from tests.support.cluster import Cluster
+from tests.support.nats_client import connect, collect, create, request, run, until
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*mq9cluster_command(), *args], capture_output=True, text=True, timeout=60)
+
+
+def status(seed: Broker) -> dict[str, dict]:
+    done = cli("status", "--seed", seed.raft_addr, "--json")
+    return {row["address"]: row for row in json.loads(done.stdout)["members"]}
+
+
+def wait_caught_up(group: Cluster, node: Broker, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    target = group.raft_status(group.wait_leader())["commit_index"]
+    while (group.raft_status(node) or {}).get("last_applied", 0) < target:
+        assert time.monotonic() < deadline, f"{node.raft_addr} did not catch up to {target}"
+        time.sleep(0.05)
+
+
+def test_join_then_lose_two_original_members_then_leave(cluster, tmp_path) -> None:
+    group = cluster(3)
+    a, b, c = group.nodes
+
+    async def write() -> str:
+        nc = await connect(a)
+        address = await create(nc, public=True, name="ops.kept", desc="survives")
+        for i in range(60):
+            level = ["critical", "urgent", "normal"][i % 3]
+            assert "msg_id" in await request(nc, f"$mq9.AI.MAILBOX.{address}.{level}", b"m%d" % i)
+        await nc.close()
+        return address
+
+    address = run(write())
+
+    # join a fourth node through a follower's Raft address: it catches up, then serves reads
+    d = Broker("mq9cluster", tmp_path, ["--seed", b.raft_addr, "--node-id", "d"], subcommand="join").start()
+    group.nodes.append(d)
+    wait_caught_up(group, d)
+    members = status(a)
+    assert sorted(members) == sorted(n.raft_addr for n in (a, b, c, d))
+    assert all(row["lag"] == 0 and row["role"] in ("leader", "follower") for row in members.values()), members
+    assert [row["address"] for row in members.values() if row["role"] == "leader"] == [group.wait_leader().raft_addr]
+
+    # kill -9 two of the original three; bring one back with an empty data dir: 3 of 4 make a
+    # quorum again and the data it serves can only have come from the survivors' copies
+    a.kill()
+    b.kill()
+    shutil.rmtree(a.data_dir)
+    a.start()
+    group.wait_leader(timeout=20)
+
+    async def read_back() -> None:
+        for node in (d, a):
+            nc = await connect(node)
+            inbox = await collect(nc, f"$mq9.AI.MAILBOX.{address}.*")
+            await until(lambda: len(inbox) == 60, f"60 replayed messages on {node.raft_addr}", timeout=20)
+            levels = [m.headers["mq9-priority"] for m in inbox]
+            assert levels == ["critical"] * 20 + ["urgent"] * 20 + ["normal"] * 20
+            ids = [int(m.headers["mq9-msg-id"]) for m in inbox]
+            assert len(set(ids)) == 60
+            await nc.close()
+
+    run(read_back())
+
+    # leave: the dead member is removed through a live one; the remaining three take writes
+    done = cli("leave", "--raft-addr", b.raft_addr, "--seed", c.raft_addr)
+    assert done.returncode == 0, done.stderr
+    assert "removed" in done.stdout
+    group.nodes.remove(b)
+    assert sorted(status(c)) == sorted(n.raft_addr for n in (a, c, d))
+
+    async def write_after() -> None:
+        nc = await connect(d)
+        assert "msg_id" in await request(nc, f"$mq9.AI.MAILBOX.{address}", b"after leave")
+        await nc.close()
+
+    run(write_after())
+
+
+def test_leaving_leader_hands_over_first_and_status_flags_unreachable(cluster) -> None:
+    group = cluster(3)
+    leader = group.wait_leader()
+    done = cli("leave", "--raft-addr", leader.raft_addr)
+    assert done.returncode == 0, done.stderr
+    rest = [n for n in group.nodes if n is not leader]
+    new_leader = group.raft_status(rest[0])["leader"]
+    assert new_leader in {n.raft_addr for n in rest}
+    leader.stop()
+    group.nodes.remove(leader)
+    assert sorted(status(rest[0])) == sorted(n.raft_addr for n in rest)
+
+    rest[1].kill()
+    done = cli("status", "--seed", rest[0].raft_addr)
+    assert done.returncode == 1  # a member did not answer
+    assert "unreachable" in done.stdout and rest[1].raft_addr in done.stdout
+
+
+def test_admin_commands_fail_clearly_without_a_cluster() -> None:
+    done = cli("status", "--seed", "127.0.0.1:1")
+    assert done.returncode == 1 and "127.0.0.1:1" in done.stderr and "Traceback" not in done.stderr
+    done = cli("leave", "--raft-addr", "127.0.0.1:1")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    done = cli("join", "--seed", "127.0.0.1:1", "--data-dir", "/tmp/never-used", "-p", "0", "-m", "0")
+    assert done.returncode == 2 and "127.0.0.1:1" in done.stderr and "Traceback" not in done.stderr
