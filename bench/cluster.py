@@ -10,10 +10,11 @@ write). Phases, each on a fresh mailbox / stream:
   send      --in-flight acked requests at a time to the leader's node: msgs/s (then read back and checked)
   ack       one request in flight to the leader's node: ack latency p50/p99 (then read back and checked)
   failover  a producer connected to all three nodes (the leader's first) sends one acked message at a
-            time, retrying any failure after --retry-timeout; after --warmup s the leader (mq9cluster:
-            Raft leader from /raftz; JetStream: the stream's leader) gets SIGKILL; figure: kill -> ack of
-            the first send started after the kill. Then every acked message is read back from a
-            surviving node.
+            time and retries each failure (error reply, --retry-timeout, or its connection dropping);
+            after --warmup s the leader (mq9cluster: Raft leader from /raftz; JetStream: the stream's
+            leader) gets SIGKILL; figure: kill -> ack of the first send started after the kill. Then
+            every acked message must be read back from a surviving node (JetStream: pull fetches; read
+            again, for up to 30 s, while the node delivers fewer than it says it stores).
 
 A killed node is not restarted: the next run starts new clusters.
 
@@ -46,8 +47,8 @@ import nats.errors
 
 from core_pubsub import Server, _run_loop, free_ports, mq9_argv, nats_argv, report_failure, versions
 from mailbox import (
-    HEAD, BenchError, JetStream, Mq9, conclude, filesystem, fsync_rate, parse_send_options, percentiles_ms, read_back,
-    send, send_options,
+    HEAD, BenchError, Collector, JetStream, Mq9, Sent, conclude, filesystem, fsync_rate, parse_send_options,
+    percentiles_ms, read_back, send, send_options,
 )
 
 NODES = 3
@@ -296,16 +297,30 @@ async def kill_under_producer(cluster: Cluster, leader: int, subject: str,
     return producer, None if resumed is None else (resumed - kill_ns) / 1e9
 
 
-async def read_all(cluster: Cluster, node: int, subject: str, sub_subject: str) -> tuple[int, list[tuple[int, int]]]:
-    """From node `node`: (how many messages it says it stores, the (seq, sent_ns) of each it delivers)."""
-    nc = await nats.connect(cluster.urls[node], allow_reconnect=False)
-    try:
-        target = cluster.target(nc)
-        stored = await target.stored(subject)
-        got, _ = await read_back(target, sub_subject, stored, "ordered")
-    finally:
-        await nc.close()
-    return stored, list(zip(got.seqs, got.sent_ns))
+async def read_all(cluster: Cluster, node: int, subject: str,
+                   sub_subject: str) -> tuple[int, list[tuple[int, int]], int]:
+    """From node `node`: (how many messages it says it stores, the (seq, sent_ns) of each it delivers, attempts).
+
+    Read again while the node delivers fewer messages than it says it stores or does not answer
+    (JetStream's API waits for a new meta leader; a consumer can stall after a leader change),
+    for up to LEADER_TIMEOUT seconds: an acked message counts as missing only if no attempt got it.
+    """
+    deadline, attempt = time.monotonic() + LEADER_TIMEOUT, 0
+    while True:
+        attempt += 1
+        nc = await nats.connect(cluster.urls[node], allow_reconnect=False, error_cb=ignore)
+        try:
+            target = cluster.target(nc)
+            stored = await target.stored(subject)
+            got, _ = await read_back(target, sub_subject, stored, "pull")
+            if len(got.seqs) >= stored or time.monotonic() > deadline:
+                return stored, list(zip(got.seqs, got.sent_ns)), attempt
+        except (asyncio.TimeoutError, nats.errors.Error):
+            if time.monotonic() > deadline:
+                raise
+        finally:
+            await nc.close()
+        await asyncio.sleep(0.5)
 
 
 async def failover(cluster: Cluster, ctl, tag: str, args: argparse.Namespace) -> tuple[float, str, list[str]]:
@@ -316,9 +331,9 @@ async def failover(cluster: Cluster, ctl, tag: str, args: argparse.Namespace) ->
     survivor = next(i for i in range(NODES) if i not in cluster.killed)
     problems: list[str] = []
     try:
-        stored, heads = await read_all(cluster, survivor, subject, sub_subject)
+        stored, heads, attempts = await read_all(cluster, survivor, subject, sub_subject)
     except (OSError, asyncio.TimeoutError, nats.errors.Error) as exc:
-        stored, heads = 0, []
+        stored, heads, attempts = 0, [], 0
         problems.append(f"read-back from {cluster.nodes[survivor].name} failed: {type(exc).__name__}: {exc}")
     missing = set(producer.acked) - set(heads)
     unacked = set(heads) - set(producer.acked)
@@ -332,11 +347,28 @@ async def failover(cluster: Cluster, ctl, tag: str, args: argparse.Namespace) ->
     text = (f"killed {cluster.nodes[leader].name}: " + ("writes did NOT resume" if seconds is None else
             f"first acked send {seconds:.2f} s after the kill") + f"; {len(producer.acked):,} acked in all, "
             f"failed attempts: {failures}; read back {len(heads):,} of {stored:,} stored from "
-            f"{cluster.nodes[survivor].name}, {len(unacked)} of them unacked attempts (a retry duplicates each)")
+            f"{cluster.nodes[survivor].name}" + (f" on read attempt {attempts}" if attempts > 1 else "")
+            + f", {len(unacked)} of them unacked attempts (a retry duplicates each)")
     return float("nan") if seconds is None else seconds, text, problems
 
 
 # ---------------------------------------------------------------- one cluster, one run
+
+
+async def send_via_leader(cluster: Cluster, control, tag: str, count: int, in_flight: int,
+                          size: int) -> tuple[int, Sent, Collector]:
+    """A new mailbox / stream; `count` sends to it through the leader's node, read back there;
+    (the leader's index, what the sends got, what the read-back got)."""
+    subject, sub_subject = await control.create(tag)
+    leader = await cluster.leader(control, tag)
+    nc = await nats.connect(cluster.urls[leader], allow_reconnect=False)
+    try:
+        target = cluster.target(nc)
+        sent = await send(nc, target, subject, count, in_flight, size)
+        got, _ = await read_back(target, sub_subject, len(sent.acked), "ordered")
+    finally:
+        await nc.close()
+    return leader, sent, got
 
 
 async def bench_cluster(cluster: Cluster, run: int, args: argparse.Namespace) -> tuple[dict[str, float], list[str]]:
@@ -355,16 +387,7 @@ async def bench_cluster(cluster: Cluster, run: int, args: argparse.Namespace) ->
         control = cluster.target(ctl)
         await cluster.ready(control)
         for phase, count, in_flight in (("send", args.messages, args.in_flight), ("ack", args.latency_messages, 1)):
-            tag = f"r{run}_{phase}"
-            subject, sub_subject = await control.create(tag)
-            leader = await cluster.leader(control, tag)
-            nc = await nats.connect(cluster.urls[leader], allow_reconnect=False)
-            try:
-                target = cluster.target(nc)
-                sent = await send(nc, target, subject, count, in_flight, args.size)
-                got, _ = await read_back(target, sub_subject, len(sent.acked), "ordered")
-            finally:
-                await nc.close()
+            leader, sent, got = await send_via_leader(cluster, control, f"r{run}_{phase}", count, in_flight, args.size)
             figures[phase] = len(sent.acked) / sent.elapsed
             p50, p99 = percentiles_ms(sent.latencies_ns)
             figures[f"{phase}_p50"], figures[f"{phase}_p99"] = p50, p99
