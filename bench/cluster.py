@@ -434,9 +434,8 @@ def print_table(results: dict[str, list[dict[str, float]]], fsyncs: list[float],
         target = "" if row.target is None else (f"<= {row.target:g}: " + ("met" if mq9 <= row.target else "NOT met"))
         print(f"{row.label.format(**vars(args)):<44}{row.fmt.format(mq9):>14}{row.fmt.format(js):>14}{ratio:>8.2f}  "
               f"{'higher' if row.higher_better else 'lower':<7}{target}")
-    runs = ", ".join(f"{r.get('failover', float('nan')):.2f}" for r in results["mq9"])
-    print(f"mq9cluster failover per run (s): {runs}; JetStream: "
-          + ", ".join(f"{r.get('failover', float('nan')):.2f}" for r in results["js"]))
+    per_run = {name: ", ".join(f"{r.get('failover', float('nan')):.2f}" for r in results[name]) for name in SYSTEMS}
+    print(f"failover per run (s): mq9cluster {per_run['mq9']}; JetStream {per_run['js']}")
     print(f"disk fsync rate, 4 KiB append+fdatasync: {statistics.median(fsyncs):,.0f}/s "
           f"(mq9cluster fsyncs every Raft append on each node; JetStream's file store does not per write)")
 
