@@ -11,7 +11,7 @@ PORT ?= 4222
 HTTP_PORT ?= 8222
 DATA_DIR ?= ./data
 
-.PHONY: install run test test-deps bench bench-mailbox clean
+.PHONY: install run test test-deps bench bench-mailbox bench-cluster clean
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing mq9cluster with its test extras"
@@ -35,6 +35,9 @@ bench: install test-deps
 
 bench-mailbox: install test-deps
 	$(PY) bench/mailbox.py
+
+bench-cluster: install test-deps
+	$(PY) bench/cluster.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

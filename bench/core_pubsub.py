@@ -297,6 +297,12 @@ class Server:
             self.proc.kill()
             self.proc.wait()
 
+    def kill(self) -> None:
+        """SIGKILL: a crash, no shutdown work of any kind."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
     def death(self) -> str:
         """Empty while running, else how it ended and the end of its log."""
         if self.proc is None or self.proc.poll() is None:
@@ -319,10 +325,13 @@ def report_failure(servers: dict[str, "Server"], exc: BaseException) -> int:
     return 2
 
 
-def mq9_argv(port: int, data_dir: Path, profile_out: Path | None = None) -> list[str]:
-    (raft_port,) = free_ports(1)
-    cmd = ["-m", "mq9cluster", "start", "-a", "127.0.0.1", "-p", str(port), "-m", "0", "--data-dir", str(data_dir),
-           "--raft-addr", f"127.0.0.1:{raft_port}"]
+def mq9_argv(port: int, data_dir: Path, profile_out: Path | None = None, *, http_port: int = 0,
+             raft_port: int | None = None) -> list[str]:
+    """mq9cluster on loopback `port`; monitoring off unless `http_port`; Raft on `raft_port` (default: a free one)."""
+    if raft_port is None:
+        (raft_port,) = free_ports(1)
+    cmd = ["-m", "mq9cluster", "start", "-a", "127.0.0.1", "-p", str(port), "-m", str(http_port),
+           "--data-dir", str(data_dir), "--raft-addr", f"127.0.0.1:{raft_port}"]
     if profile_out is None:
         return [sys.executable, *cmd]
     return [sys.executable, "-m", "pyinstrument", "-o", str(profile_out), "-r", "text", *cmd]

@@ -107,6 +107,15 @@ class Mq9:
         """None for `{"msg_id": N}`, else the reply as text."""
         return ack_problem(data, "msg_id")
 
+    async def stored(self, subject: str) -> int:
+        """How many messages the mailbox sent to on `subject` holds (its LIST)."""
+        address = subject.removeprefix("$mq9.AI.MAILBOX.")
+        reply = json.loads((await self.nc.request(f"$mq9.AI.MAILBOX.LIST.{address}", b"",
+                                                  timeout=REQUEST_TIMEOUT)).data)
+        if "error" in reply:
+            raise BenchError(f"mq9cluster LIST failed: {reply}")
+        return len(reply["messages"])
+
     async def subscribe(self, subject: str, on_msg: OnMsg, mode: str) -> Callable[[], Awaitable[None]]:
         """Subscribe to the mailbox: stored messages first, then live ones; returns the unsubscriber."""
         sub = await self.nc.subscribe(subject, cb=on_msg, pending_msgs_limit=0, pending_bytes_limit=0)
@@ -114,11 +123,12 @@ class Mq9:
 
 
 class JetStream:
-    """nats-server JetStream: one R1 file-stored stream per phase."""
+    """nats-server JetStream: one file-stored stream per phase, R1 unless `replicas` says otherwise."""
 
-    def __init__(self, nc) -> None:
+    def __init__(self, nc, replicas: int = 1) -> None:
         self.nc = nc
         self.js = nc.jetstream()
+        self.replicas = replicas
 
     async def ready(self) -> None:
         deadline = time.monotonic() + 30
@@ -131,15 +141,26 @@ class JetStream:
                     raise BenchError(f"JetStream not available within 30 s: {exc}") from None
                 await asyncio.sleep(0.1)
 
+    @staticmethod
+    def stream(tag: str) -> str:
+        """The name of phase `tag`'s stream."""
+        return f"BENCH_{tag}"
+
     async def create(self, tag: str) -> tuple[str, str]:
         subject = f"bench.{tag}"
-        await self.js.add_stream(name=f"BENCH_{tag}", subjects=[subject], storage=StorageType.FILE, num_replicas=1)
+        await self.js.add_stream(name=self.stream(tag), subjects=[subject], storage=StorageType.FILE,
+                                 num_replicas=self.replicas)
         return subject, subject
 
     @staticmethod
     def ack_error(data: bytes) -> str | None:
         """None for a PubAck `{"stream": S, "seq": N}`, else the reply as text."""
         return ack_problem(data, "seq")
+
+    async def stored(self, subject: str) -> int:
+        """How many messages the stream capturing `subject` holds."""
+        info = await self.js.stream_info(await self.js.find_stream_name_by_subject(subject))
+        return info.state.messages
 
     async def subscribe(self, subject: str, on_msg: OnMsg, mode: str) -> Callable[[], Awaitable[None]]:
         """Deliver the whole stream, then live messages: an ordered push consumer, or pull fetches."""
@@ -188,6 +209,7 @@ class Collector:
     def __init__(self, expected: int) -> None:
         self.expected = expected
         self.seqs: list[int] = []
+        self.sent_ns: list[int] = []  # each message's send timestamp: with its seq, which attempt was stored
         self.latencies_ns: list[int] = []
         self.last = 0.0
         self.done = asyncio.Event()
@@ -198,6 +220,7 @@ class Collector:
         now = time.perf_counter_ns()
         seq, sent_ns = HEAD.unpack_from(msg.data)
         self.seqs.append(seq)
+        self.sent_ns.append(sent_ns)
         self.latencies_ns.append(now - sent_ns)
         self.last = now / 1e9
         if len(self.seqs) >= self.expected:
@@ -402,29 +425,51 @@ def print_table(results: dict[str, list[dict[str, float]]], fsyncs: list[float],
           f"(mq9cluster durable sends per fsync: {medians['send'] / fsync:.1f})")
 
 
-def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--messages", type=int, help=f"sends in the throughput phase (default {DEFAULTS['messages']})")
+def send_options(p: argparse.ArgumentParser, defaults: dict[str, int], quick: dict[str, int]) -> None:
+    """The options of every durable-send benchmark (this one, cluster.py); `parse_send_options` fills them."""
+    p.add_argument("--messages", type=int, help=f"sends in the throughput phase (default {defaults['messages']})")
     p.add_argument("--latency-messages", type=int,
-                   help=f"sends in each latency phase (default {DEFAULTS['latency_messages']})")
-    p.add_argument("--backlog", type=int, help=f"messages stored before the replay (default {DEFAULTS['backlog']})")
-    p.add_argument("--runs", type=int, help=f"runs per server, alternating servers (default {DEFAULTS['runs']})")
+                   help=f"sends in each one-in-flight phase (default {defaults['latency_messages']})")
+    p.add_argument("--runs", type=int, help=f"runs per server, alternating servers (default {defaults['runs']})")
     p.add_argument("--size", type=int, default=128, help=f"payload bytes, >= {HEAD.size} (default 128)")
     p.add_argument("--in-flight", type=int, default=256, help="concurrent requests when sending in bulk (default 256)")
-    p.add_argument("--js-replay", choices=("ordered", "pull"), default="ordered",
-                   help=f"JetStream replay consumer: ordered push consumer, or pull fetches of {PULL_BATCH} "
-                        "(default ordered)")
     p.add_argument("--quick", action="store_true",
-                   help="smoke run: " + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in QUICK.items()))
+                   help="smoke run: " + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in quick.items()))
+
+
+def parse_send_options(p: argparse.ArgumentParser, defaults: dict[str, int],
+                       quick: dict[str, int]) -> argparse.Namespace:
+    """Parse; counts not given come from `quick` under --quick, else from `defaults`; all must be >= 1."""
     args = p.parse_args()
-    for key, value in (QUICK if args.quick else DEFAULTS).items():
+    for key, value in (quick if args.quick else defaults).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    if min(args.messages, args.latency_messages, args.backlog, args.runs, args.in_flight) < 1:
-        p.error("--messages, --latency-messages, --backlog, --runs and --in-flight must be >= 1")
+    counts = [*defaults, "in_flight"]
+    if min(getattr(args, key) for key in counts) < 1:
+        p.error(", ".join(f"--{key.replace('_', '-')}" for key in counts) + " must be >= 1")
     if args.size < HEAD.size:
         p.error(f"--size must be >= {HEAD.size} (sequence number and timestamp)")
     return args
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    send_options(p, DEFAULTS, QUICK)
+    p.add_argument("--backlog", type=int, help=f"messages stored before the replay (default {DEFAULTS['backlog']})")
+    p.add_argument("--js-replay", choices=("ordered", "pull"), default="ordered",
+                   help=f"JetStream replay consumer: ordered push consumer, or pull fetches of {PULL_BATCH} "
+                        "(default ordered)")
+    return parse_send_options(p, DEFAULTS, QUICK)
+
+
+def conclude(problems: list[str]) -> int:
+    """Print the problems (the first 20 of them); the exit code: 1 if there were any, else 0."""
+    if not problems:
+        return 0
+    print(f"\nPROBLEMS ({len(problems)}):")
+    for problem in problems[:20]:
+        print(f"  {problem}")
+    return 1
 
 
 def main() -> int:
@@ -467,12 +512,7 @@ def main() -> int:
             for server in servers.values():
                 server.stop()
     print_table(results, fsyncs, args)
-    if problems:
-        print(f"\nPROBLEMS ({len(problems)}):")
-        for problem in problems[:20]:
-            print(f"  {problem}")
-        return 1
-    return 0
+    return conclude(problems)
 
 
 if __name__ == "__main__":
