@@ -13,9 +13,8 @@ import logging
 import os
 import random
 import secrets
-import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Protocol
 
 from mq9cluster import __version__
@@ -23,7 +22,7 @@ from mq9cluster.config import Settings
 from mq9cluster.errors import PermissionDenied
 from mq9cluster.protocol import encode, headers
 from mq9cluster.server.client import Client, Subscription
-from mq9cluster.server.sublist import Sublist
+from mq9cluster.server.sublist import Sublist, SublistResult
 
 log = logging.getLogger("mq9cluster.server")
 
@@ -41,6 +40,19 @@ class MailboxGateway(Protocol):
     def subscribe(self, sub: Subscription) -> bool:
         """True if the mailbox layer delivers ``sub``, False for plain NATS; PermissionDenied to refuse."""
     def unsubscribe(self, sub: Subscription) -> None: ...
+
+
+class Peers(Protocol):
+    """What the server needs from the route layer (routes.py): interest out, messages out."""
+
+    def interest(self, subject: bytes, queue: bytes | None, delta: int) -> None:
+        """A local plain-NATS subscription came (+1) or went (-1)."""
+    def forward(self, subject: bytes, reply: bytes | None, payload: bytes, hdrs: bytes | None,
+                served: Collection[bytes]) -> int:
+        """Send a local publish to the peers with interest (queue groups in ``served`` had a local
+        member); how many peers got it."""
+    def enter_lame_duck(self) -> None: ...
+    def varz(self) -> dict: ...
 
 
 def new_server_id() -> str:
@@ -65,6 +77,7 @@ class Server:
     def __init__(self, settings: Settings, gateway: MailboxGateway | None = None) -> None:
         self.settings = settings
         self.gateway = gateway
+        self.peers: Peers | None = None  # the route layer, when this node is in a cluster
         self.server_id = new_server_id()
         self.sublist = Sublist()
         self.clients: dict[int, Client] = {}
@@ -123,6 +136,8 @@ class Server:
         self.lame_duck = True
         if self._listener is not None:
             self._listener.close()
+        if self.peers is not None:
+            self.peers.enter_lame_duck()
         others = [url for url in self.connect_urls if url != self.client_url]
         notice = encode.info({**self._info_base, "ldm": True, "connect_urls": others})
         for client in self.clients.values():
@@ -141,10 +156,7 @@ class Server:
     @property
     def client_url(self) -> str:
         """This node's ``host:port`` as other nodes and clients reach it."""
-        host = self.settings.host
-        if host in ("0.0.0.0", "::"):
-            host = socket.gethostname()
-        return f"{host}:{self.port}"
+        return self.settings.client_url(self.port)
 
     def set_connect_urls(self, urls: Iterable[str]) -> None:
         """New cluster membership: remember the URLs and tell clients that can take async INFO."""
@@ -198,14 +210,16 @@ class Server:
             if sub.mailbox:
                 return None
         self.sublist.insert(sub)
+        if self.peers is not None and not sub.subject.startswith(MQ9_PREFIX):
+            self.peers.interest(sub.subject, sub.queue, 1)
         return None
 
     def unsubscribe(self, sub: Subscription) -> None:
         """Drop a subscription from the index (or from the mailbox layer)."""
         if sub.mailbox:
             self.gateway.unsubscribe(sub)
-        else:
-            self.sublist.remove(sub)
+        elif self.sublist.remove(sub) and self.peers is not None and not sub.subject.startswith(MQ9_PREFIX):
+            self.peers.interest(sub.subject, sub.queue, -1)
 
     def reply(self, subject: bytes, payload: bytes) -> None:
         """Publish a message the broker itself originates (mailbox replies) as plain NATS."""
@@ -225,23 +239,43 @@ class Server:
 
     def _route(self, subj: bytes, reply: bytes | None, payload: bytes, hdrs: bytes | None,
                skip: Client | None) -> int:
-        """Deliver through the subject index, passing over ``skip``'s subscriptions; how many got it."""
-        result = self.sublist.match(subj)
+        """Deliver locally (passing over ``skip``'s subscriptions) and to the peers with interest;
+        how many subscriptions and peers got it. ``$mq9.`` subjects stay on this node."""
+        delivered, served = self._deliver(self.sublist.match(subj), subj, reply, payload, hdrs, skip, None)
+        if self.peers is not None and not subj.startswith(MQ9_PREFIX):
+            delivered += self.peers.forward(subj, reply, payload, hdrs, served)
+        return delivered
+
+    def deliver_routed(self, subj: bytes, reply: bytes | None, queues: Collection[bytes], payload: bytes,
+                       hdrs: bytes | None) -> None:
+        """A message a peer node forwarded: to this node's plain subscriptions and to one member of
+        each of the named queue groups; never forwarded again."""
+        self._deliver(self.sublist.match(subj), subj, reply, payload, hdrs, None, queues)
+
+    def _deliver(self, result: SublistResult, subj: bytes, reply: bytes | None, payload: bytes,
+                 hdrs: bytes | None, skip: Client | None, only_queues: Collection[bytes] | None,
+                 ) -> tuple[int, list[bytes]]:
+        """Deliver to every plain subscription and one member of each queue group (of those in
+        ``only_queues`` when given); how many got it, and the queue groups served."""
         delivered = 0
         for sub in result.plain:
             if sub.client is not skip:
                 sub.client.deliver(sub, subj, reply, payload, hdrs)
                 delivered += 1
+        served: list[bytes] = []
         for group in result.queues:
+            if only_queues is not None and group[0].queue not in only_queues:
+                continue
             members = [s for s in group if not s.client.closed and s.client is not skip]
             if members:
                 sub = members[0] if len(members) == 1 else self._random.choice(members)
                 sub.client.deliver(sub, subj, reply, payload, hdrs)
                 delivered += 1
+                served.append(sub.queue)
         if delivered:
             self.stats.out_msgs += delivered
             self.stats.out_bytes += delivered * len(payload)
-        return delivered
+        return delivered, served
 
     def _no_responders(self, origin: Client, reply: bytes) -> None:
         """Send the 503 status to the requester through its own plain subscription on ``reply``."""
@@ -273,8 +307,8 @@ class Server:
             "ping_interval": int(s.ping_interval * 1e9),
             "ping_max": s.ping_max,
             "write_deadline": int(s.write_deadline * 1e9),
-            "start": _rfc3339(self.started),
-            "now": _rfc3339(now),
+            "start": rfc3339(self.started),
+            "now": rfc3339(now),
             "uptime": f"{int(now - self.started)}s",
             "connections": len(self.clients),
             "total_connections": st.total_connections,
@@ -287,6 +321,7 @@ class Server:
             "cores": os.cpu_count(),
             "connect_urls": self.connect_urls,
             "lame_duck_mode": self.lame_duck,
+            **(self.peers.varz() if self.peers is not None else {"routes": 0}),
         }
 
     def connz(self, subs: bool = False, offset: int = 0, limit: int = 1024) -> dict:
@@ -298,7 +333,7 @@ class Server:
         for c in page:
             entry = {
                 "cid": c.cid, "ip": c.ip, "port": c.port,
-                "start": _rfc3339(c.started), "last_activity": _rfc3339(c.last_activity),
+                "start": rfc3339(c.started), "last_activity": rfc3339(c.last_activity),
                 "uptime": f"{int(now - c.started)}s",
                 "pending_bytes": c.out.pending() if c.out else 0,
                 "in_msgs": c.in_msgs, "out_msgs": c.out_msgs,
@@ -310,11 +345,12 @@ class Server:
                 entry["subscriptions_list"] = [s.subject.decode(errors="replace") for s in c.subs.values()]
             conns.append(entry)
         return {
-            "server_id": self.server_id, "now": _rfc3339(now),
+            "server_id": self.server_id, "now": rfc3339(now),
             "num_connections": len(conns), "total": len(clients),
             "offset": offset, "limit": limit, "connections": conns,
         }
 
 
-def _rfc3339(ts: float) -> str:
+def rfc3339(ts: float) -> str:
+    """A timestamp as nats-server's monitoring JSON writes it."""
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1e6):06d}Z"
