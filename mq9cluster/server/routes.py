@@ -212,6 +212,7 @@ class RouteLayer:
         self.known: dict[str, bool] = {}  # route addresses kept connected -> configured (not learned)
         self.aliases: dict[str, str] = {}  # a dialed address -> the server id it reached
         self.lame_duck = False
+        self._closing = False
         self._self_addrs: set[str] = set()
         self._dialers: dict[str, asyncio.Task] = {}
         self._listener: asyncio.base_events.Server | None = None
@@ -236,6 +237,7 @@ class RouteLayer:
 
     def close(self) -> None:
         """Stop dialing and accepting; close every route."""
+        self._closing = True
         if self._listener is not None:
             self._listener.close()
         for task in self._dialers.values():
@@ -369,8 +371,9 @@ class RouteLayer:
         self.routes[route.remote_id] = route
         (log.debug if replacing else log.info)(
             "route up: %s, %s", route.name, "dialed" if route.dial_addr else "accepted")
-        route.send(b"".join(encode.route_interest(True, subject, queue)
-                            for subject, queue in self.local_interest))
+        if self.local_interest:
+            route.send(b"".join(encode.route_interest(True, subject, queue)
+                                for subject, queue in self.local_interest))
         route.settle("registered")
         self._learn(route.route_url, configured=False)
         if not replacing:
@@ -408,6 +411,8 @@ class RouteLayer:
 
     def _update_connect_urls(self) -> None:
         """Give clients the client URLs of the mesh (this node first) when the set changes."""
+        if self._closing:
+            return  # clients are about to be closed too: no INFO that only says this node is left
         urls = [self.local.client_url]
         for route in sorted(self.routes.values(), key=lambda r: r.client_url):
             if route.client_url and not route.lame_duck and route.client_url not in urls:

@@ -88,6 +88,7 @@ class Server:
         self.stopped = asyncio.Event()
         self._next_cid = 0
         self._listener: asyncio.base_events.Server | None = None
+        self._port = 0
         self._info_base: dict = {}
         self._random = random.Random()
 
@@ -100,6 +101,7 @@ class Server:
             self._new_client, self.settings.host, self.settings.port,
             reuse_address=True, backlog=1024,
         )
+        self._port = self._listener.sockets[0].getsockname()[1]
         self._info_base = {
             "server_id": self.server_id,
             "server_name": self.settings.server_name,
@@ -115,9 +117,9 @@ class Server:
 
     @property
     def port(self) -> int:
-        """The bound client port (differs from the setting when that is 0)."""
-        assert self._listener is not None
-        return self._listener.sockets[0].getsockname()[1]
+        """The bound client port (differs from the setting when that is 0); kept after the listener
+        closes (lame duck), when /varz and the client URL still need it."""
+        return self._port
 
     async def shutdown(self) -> None:
         """Stop accepting, flush and close every client, and mark the server stopped."""

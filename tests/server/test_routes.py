@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import socket
 import time
 from collections import Counter
@@ -59,6 +60,13 @@ def route_stats(node: Broker) -> dict[str, dict]:
     return {r["client_url"]: r for r in node.http_json("/routez")["routes"]}
 
 
+def assert_no_traceback(nodes: list[Broker]) -> None:
+    """A node that logged an exception failed somewhere, even if the test saw nothing."""
+    for node in nodes:
+        log = node.log_path.read_text(errors="replace")
+        assert "Traceback" not in log, log[-4000:]
+
+
 def client_url(node: Broker) -> str:
     return f"127.0.0.1:{node.port}"
 
@@ -83,6 +91,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Broker]]:
     finally:
         for node in nodes:
             node.stop()
+    assert_no_traceback(nodes)
 
 
 @pytest.fixture
@@ -97,6 +106,7 @@ def nodes(tmp_path: Path) -> Iterator[Callable[..., Broker]]:
     yield start
     for node in started:
         node.stop()
+    assert_no_traceback(started)
 
 
 def test_publish_reaches_each_subscription_on_every_node_once(mesh):
@@ -322,7 +332,9 @@ def test_node_joining_through_one_seed_meets_the_whole_mesh(nodes, tmp_path):
     watcher.handshake(protocol=1)
     legacy = WireClient(a.port)
     legacy.handshake(protocol=0)
-    c = nodes(seed(Broker("mq9cluster", tmp_path), [b]))  # told only of b
+    c = seed(Broker("mq9cluster", tmp_path), [b])  # told only of b, and of itself by another name
+    c.extra_args[3] += f",localhost:{c.cluster_port}"
+    nodes(c)
     wait_routes([a, b, c], 2)
     line = watcher.read_line()
     while json.loads(line[5:-3]).get("connect_urls", []).__len__() < 3:  # async INFO when c joined
@@ -343,6 +355,22 @@ def test_node_joining_through_one_seed_meets_the_whole_mesh(nodes, tmp_path):
         await cc.close()
 
     run(scenario())
+
+
+def test_lame_duck_node_leaves_the_others_connect_urls(nodes, tmp_path):
+    a, b = routed(tmp_path, 2)
+    a.extra_args += ["--lame-duck-duration", "1", "--lame-duck-grace", "0.5"]
+    for node in (a, b):
+        nodes(node)
+    wait_routes([a, b], 1)
+    watcher = WireClient(b.port)
+    watcher.handshake(protocol=1)
+    assert set(watcher.info["connect_urls"]) == {client_url(a), client_url(b)}
+    a.signal(signal.SIGUSR2)
+    line = watcher.read_line()
+    assert line.startswith(b"INFO ") and json.loads(line[5:-3])["connect_urls"] == [client_url(b)]
+    assert a.wait_exit(10) == 0
+    wait_routes([b], 0)
 
 
 def test_routes_come_back_after_a_node_restarts(nodes, tmp_path):
