@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import TYPE_CHECKING, Protocol
 
 from mq9cluster.protocol import encode, subject
@@ -72,10 +71,10 @@ class Client(Connection):
     """A NATS client connection as nats-server treats it."""
 
     def __init__(self, router: Router, cid: int) -> None:
-        super().__init__(router.settings)
+        settings = router.settings
+        super().__init__(settings, Parser(settings.max_payload, settings.max_control_line))
         self.router = router
         self.cid = cid
-        self.parser = Parser(self.settings.max_payload, self.settings.max_control_line)
         self.subs: dict[bytes, Subscription] = {}
         # nats-server's defaults before (and in the absence of) CONNECT fields.
         self.verbose = True
@@ -89,7 +88,6 @@ class Client(Connection):
         self.version = ""
         self.connected = False
         self.info_ready = False  # got its first PONG: may receive async INFO
-        self.in_msgs = self.in_bytes = self.out_msgs = self.out_bytes = 0
 
     # -- asyncio callbacks -------------------------------------------------------------------
 
@@ -98,8 +96,7 @@ class Client(Connection):
         self.out.write(self.router.info_for(self))
 
     def data_received(self, data: bytes) -> None:
-        self.last_activity = time.time()
-        for event in self.parser.feed(data):
+        for event in self._received(data):
             if self.closed:
                 return
             kind = type(event)

@@ -12,6 +12,8 @@ import time
 from typing import TYPE_CHECKING
 
 from mq9cluster.protocol import encode
+from mq9cluster.protocol.events import Event
+from mq9cluster.protocol.parser import Parser
 from mq9cluster.server.outbound import Outbound
 
 if TYPE_CHECKING:
@@ -20,17 +22,24 @@ if TYPE_CHECKING:
 PING = encode.PING_FRAME
 
 
+def rfc3339(ts: float) -> str:
+    """A timestamp as nats-server's monitoring JSON writes it."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1e6):06d}Z"
+
+
 class Connection(asyncio.Protocol):
     """One TCP connection: bounded output (slow peers are cut), keepalive, close with -ERR."""
 
-    def __init__(self, settings: "Settings") -> None:
+    def __init__(self, settings: "Settings", parser: Parser) -> None:
         self.settings = settings
+        self.parser = parser
         self.closed = False
         self.pings_out = 0
         self.started = time.time()
         self.last_activity = self.started
         self.ip = ""
         self.port = 0
+        self.in_msgs = self.in_bytes = self.out_msgs = self.out_bytes = 0
         self.transport: asyncio.Transport | None = None
         self.out: Outbound | None = None
         self._loop = asyncio.get_running_loop()
@@ -45,6 +54,11 @@ class Connection(asyncio.Protocol):
         self.ip, self.port = peer[0], peer[1]
         self.out = Outbound(transport, self._loop, settings.max_pending, settings.write_deadline, self._slow)
         self._ping_timer = self._loop.call_later(settings.first_ping_delay, self._ping_due)
+
+    def _received(self, data: bytes) -> list[Event]:
+        """The events ``data`` completes (the peer was active just now)."""
+        self.last_activity = time.time()
+        return self.parser.feed(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._release("connection lost" if exc is None else f"connection lost: {exc}")
@@ -64,6 +78,16 @@ class Connection(asyncio.Protocol):
         out = self.out
         if out is not None and not self.closed:
             out.write(frame)
+
+    def monitor_fields(self, now: float) -> dict:
+        """What /connz and /routez report for every connection."""
+        return {
+            "ip": self.ip, "port": self.port,
+            "start": rfc3339(self.started), "last_activity": rfc3339(self.last_activity),
+            "uptime": f"{int(now - self.started)}s",
+            "in_msgs": self.in_msgs, "out_msgs": self.out_msgs,
+            "in_bytes": self.in_bytes, "out_bytes": self.out_bytes,
+        }
 
     # -- keepalive ---------------------------------------------------------------------------
 

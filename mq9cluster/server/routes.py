@@ -30,8 +30,7 @@ from mq9cluster.config import Settings
 from mq9cluster.protocol import encode
 from mq9cluster.protocol.events import Err, Info, Ping, Pong, RouteMsg, RouteSub, RouteUnsub, Violation
 from mq9cluster.protocol.parser import Parser
-from mq9cluster.server.connection import Connection
-from mq9cluster.server.server import rfc3339
+from mq9cluster.server.connection import Connection, rfc3339
 from mq9cluster.server.sublist import Sublist
 
 log = logging.getLogger("mq9cluster.routes")
@@ -78,11 +77,10 @@ class Route(Connection):
     """One route connection to another node (dialed by this node, or accepted)."""
 
     def __init__(self, layer: "RouteLayer", rid: int, dial_addr: str | None) -> None:
-        super().__init__(layer.settings)
+        super().__init__(layer.settings, Parser(MAX_ROUTE_PAYLOAD, MAX_ROUTE_CONTROL_LINE, route=True))
         self.layer = layer
         self.rid = rid
         self.dial_addr = dial_addr  # the address this node dialed; None for an accepted route
-        self.parser = Parser(MAX_ROUTE_PAYLOAD, MAX_ROUTE_CONTROL_LINE, route=True)
         self.remote_id = ""
         self.remote_name = ""
         self.route_url = ""
@@ -90,7 +88,6 @@ class Route(Connection):
         self.lame_duck = False
         self.registered = False
         self.interest: dict[tuple[bytes, bytes | None], RemoteInterest] = {}
-        self.in_msgs = self.in_bytes = self.out_msgs = self.out_bytes = 0
         self.outcome: asyncio.Future[str] = self._loop.create_future()  # how the handshake ended
         self.gone: asyncio.Future[None] = self._loop.create_future()
         self._handshake_timer: asyncio.TimerHandle | None = None
@@ -113,8 +110,7 @@ class Route(Connection):
         self._handshake_timer = self._loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_late)
 
     def data_received(self, data: bytes) -> None:
-        self.last_activity = time.time()
-        for event in self.parser.feed(data):
+        for event in self._received(data):
             if self.closed:
                 return
             kind = type(event)
@@ -491,13 +487,9 @@ class RouteLayer:
                 "rid": route.rid, "remote_id": route.remote_id, "remote_name": route.remote_name,
                 "did_solicit": route.dial_addr is not None,
                 "is_configured": bool(self.known.get(route.dial_addr or route.route_url)),
-                "ip": route.ip, "port": route.port, "route_url": route.route_url,
-                "client_url": route.client_url, "lame_duck": route.lame_duck,
-                "start": rfc3339(route.started), "last_activity": rfc3339(route.last_activity),
-                "uptime": f"{int(now - route.started)}s",
+                "route_url": route.route_url, "client_url": route.client_url, "lame_duck": route.lame_duck,
+                **route.monitor_fields(now),
                 "pending_size": route.out.pending() if route.out else 0,
-                "in_msgs": route.in_msgs, "out_msgs": route.out_msgs,
-                "in_bytes": route.in_bytes, "out_bytes": route.out_bytes,
                 "subscriptions": len(route.interest),
             }
             if subs:

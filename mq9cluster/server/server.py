@@ -22,6 +22,7 @@ from mq9cluster.config import Settings
 from mq9cluster.errors import PermissionDenied
 from mq9cluster.protocol import encode, headers
 from mq9cluster.server.client import Client, Subscription
+from mq9cluster.server.connection import rfc3339
 from mq9cluster.server.sublist import Sublist, SublistResult
 
 log = logging.getLogger("mq9cluster.server")
@@ -334,12 +335,8 @@ class Server:
         conns = []
         for c in page:
             entry = {
-                "cid": c.cid, "ip": c.ip, "port": c.port,
-                "start": rfc3339(c.started), "last_activity": rfc3339(c.last_activity),
-                "uptime": f"{int(now - c.started)}s",
+                "cid": c.cid, **c.monitor_fields(now),
                 "pending_bytes": c.out.pending() if c.out else 0,
-                "in_msgs": c.in_msgs, "out_msgs": c.out_msgs,
-                "in_bytes": c.in_bytes, "out_bytes": c.out_bytes,
                 "subscriptions": len(c.subs),
                 "name": c.name, "lang": c.lang, "version": c.version,
             }
@@ -351,8 +348,3 @@ class Server:
             "num_connections": len(conns), "total": len(clients),
             "offset": offset, "limit": limit, "connections": conns,
         }
-
-
-def rfc3339(ts: float) -> str:
-    """A timestamp as nats-server's monitoring JSON writes it."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1e6):06d}Z"

@@ -4,12 +4,13 @@ nats-py and raw sockets."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import nats
@@ -30,6 +31,15 @@ def routed(workdir: Path, count: int) -> list[Broker]:
     nodes = [Broker("mq9cluster", workdir) for _ in range(count)]
     for node in nodes:
         seed(node, nodes)
+    return nodes
+
+
+def start_mesh(start: Callable[[Broker], Broker], workdir: Path, count: int) -> list[Broker]:
+    """Start ``count`` nodes that all know each other; once every route is up."""
+    nodes = routed(workdir, count)
+    for node in nodes:
+        start(node)
+    wait_routes(nodes, count - 1)
     return nodes
 
 
@@ -71,6 +81,17 @@ def client_url(node: Broker) -> str:
     return f"127.0.0.1:{node.port}"
 
 
+@contextlib.asynccontextmanager
+async def connected(*nodes: Broker) -> AsyncIterator[list[nats.NATS]]:
+    """nats-py connections, one per node given, closed at the end."""
+    clients = [await connect(node) for node in nodes]
+    try:
+        yield clients
+    finally:
+        for nc in clients:
+            await nc.close()
+
+
 async def interest(node: Broker, subject: str, peers: int = 1, timeout: float = 10.0) -> None:
     """Until exactly ``peers`` of ``node``'s peers announced ``subject`` ("subject queue")."""
     deadline = time.monotonic() + timeout
@@ -79,15 +100,25 @@ async def interest(node: Broker, subject: str, peers: int = 1, timeout: float = 
         await asyncio.sleep(0.02)
 
 
+async def flows(publisher: nats.NATS, at: Broker, receiver: nats.NATS, subject: str) -> None:
+    """A message published through ``publisher`` (connected to node ``at``) reaches ``receiver``."""
+    got = await collect(receiver, subject)
+    await interest(at, subject)
+    await publisher.publish(subject, b"hello")
+    await until(lambda: len(got) == 1, f"a message on {subject}")
+
+
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Broker]]:
     """Three nodes in a full mesh (each its own Raft group: core routing needs none shared)."""
-    nodes = routed(tmp_path_factory.mktemp("mesh"), 3)
+    nodes: list[Broker] = []
+
+    def start(node: Broker) -> Broker:
+        nodes.append(node)
+        return node.start()
+
     try:
-        for node in nodes:
-            node.start()
-        wait_routes(nodes, 2)
-        yield nodes
+        yield start_mesh(start, tmp_path_factory.mktemp("mesh"), 3)
     finally:
         for node in nodes:
             node.stop()
@@ -113,27 +144,25 @@ def test_publish_reaches_each_subscription_on_every_node_once(mesh):
     a, b, c = mesh
 
     async def scenario():
-        ca, cb, cc = [await connect(node) for node in mesh]
-        local = await collect(ca, "orders.new")
-        exact_c = await collect(cc, "orders.new")
-        star_b = await collect(cb, "orders.*")
-        full_b = await collect(cb, "orders.>")
-        for subject, peers in (("orders.new", 1), ("orders.*", 1), ("orders.>", 1)):
-            await interest(a, subject, peers)
-        before = route_stats(a)
-        for i in range(200):
-            await ca.publish("orders.new", b"%d" % i)
-        expected = [b"%d" % i for i in range(200)]
-        groups = (local, exact_c, star_b, full_b)
-        await until(lambda: all(len(g) >= 200 for g in groups), "every subscription")
-        await asyncio.sleep(0.3)  # nothing late: no duplicates
-        for got in groups:
-            assert [m.data for m in got] == expected
-        after = route_stats(a)
-        for peer in (b, c):  # one copy per peer, though b has two matching subscriptions
-            assert after[client_url(peer)]["out_msgs"] - before[client_url(peer)]["out_msgs"] == 200
-        for nc in (ca, cb, cc):
-            await nc.close()
+        async with connected(*mesh) as (ca, cb, cc):
+            local = await collect(ca, "orders.new")
+            exact_c = await collect(cc, "orders.new")
+            star_b = await collect(cb, "orders.*")
+            full_b = await collect(cb, "orders.>")
+            for subject, peers in (("orders.new", 1), ("orders.*", 1), ("orders.>", 1)):
+                await interest(a, subject, peers)
+            before = route_stats(a)
+            for i in range(200):
+                await ca.publish("orders.new", b"%d" % i)
+            expected = [b"%d" % i for i in range(200)]
+            groups = (local, exact_c, star_b, full_b)
+            await until(lambda: all(len(g) >= 200 for g in groups), "every subscription")
+            await asyncio.sleep(0.3)  # nothing late: no duplicates
+            for got in groups:
+                assert [m.data for m in got] == expected
+            after = route_stats(a)
+            for peer in (b, c):  # one copy per peer, though b has two matching subscriptions
+                assert after[client_url(peer)]["out_msgs"] - before[client_url(peer)]["out_msgs"] == 200
 
     run(scenario())
 
@@ -142,25 +171,23 @@ def test_unsubscribe_stops_forwarding_after_the_last_local_interest(mesh):
     a, b, _ = mesh
 
     async def scenario():
-        ca, cb1, cb2 = await connect(a), await connect(b), await connect(b)
-        first = await cb1.subscribe("gone.x")
-        second = await cb2.subscribe("gone.x")
-        await interest(a, "gone.x")
-        await first.unsubscribe()
-        await cb1.flush()
-        await asyncio.sleep(0.2)
-        assert "gone.x" in remote_subs(a)[client_url(b)]  # refcounted: the other one still listens
-        await second.unsubscribe()
-        await cb2.flush()
-        await interest(a, "gone.x", peers=0)
-        before = route_stats(a)[client_url(b)]["out_msgs"]
-        for _ in range(10):
-            await ca.publish("gone.x", b"x")
-        await ca.flush()
-        await asyncio.sleep(0.2)
-        assert route_stats(a)[client_url(b)]["out_msgs"] == before
-        for nc in (ca, cb1, cb2):
-            await nc.close()
+        async with connected(a, b, b) as (ca, cb1, cb2):
+            first = await cb1.subscribe("gone.x")
+            second = await cb2.subscribe("gone.x")
+            await interest(a, "gone.x")
+            await first.unsubscribe()
+            await cb1.flush()
+            await asyncio.sleep(0.2)
+            assert "gone.x" in remote_subs(a)[client_url(b)]  # refcounted: the other one still listens
+            await second.unsubscribe()
+            await cb2.flush()
+            await interest(a, "gone.x", peers=0)
+            before = route_stats(a)[client_url(b)]["out_msgs"]
+            for _ in range(10):
+                await ca.publish("gone.x", b"x")
+            await ca.flush()
+            await asyncio.sleep(0.2)
+            assert route_stats(a)[client_url(b)]["out_msgs"] == before
 
     run(scenario())
 
@@ -169,29 +196,27 @@ def test_queue_group_on_three_nodes_gets_each_message_once(mesh):
     a, b, c = mesh
 
     async def scenario():
-        clients = [await connect(node) for node in mesh]
-        members = [await collect(nc, "jobs", queue="workers") for nc in clients]
-        remote_only = [await collect(nc, "tasks", queue="far") for nc in clients[1:]]
-        plain_b = await collect(clients[1], "tasks")
-        for node in mesh:
-            await interest(node, "jobs workers", peers=2)
-        await interest(a, "tasks far", peers=2)
-        await interest(a, "tasks", peers=1)
-        for i in range(1000):  # from every node: each prefers its local member
-            await clients[i % 3].publish("jobs", b"%d" % i)
-        for i in range(1000):  # nobody on a: one of b and c, never both
-            await clients[0].publish("tasks", b"%d" % i)
-        await until(lambda: sum(map(len, members)) >= 1000, "jobs")
-        await until(lambda: sum(map(len, remote_only)) >= 1000 and len(plain_b) >= 1000, "tasks")
-        await asyncio.sleep(0.3)
-        for group in (members, remote_only):
-            seen = Counter(m.data for got in group for m in got)
-            assert len(seen) == 1000 and set(seen.values()) == {1}
-        assert [len(got) for got in members] == [334, 333, 333]  # local preference
-        assert all(len(got) > 100 for got in remote_only)  # spread over both remote nodes
-        assert [m.data for m in plain_b] == [b"%d" % i for i in range(1000)]
-        for nc in clients:
-            await nc.close()
+        async with connected(*mesh) as clients:
+            members = [await collect(nc, "jobs", queue="workers") for nc in clients]
+            remote_only = [await collect(nc, "tasks", queue="far") for nc in clients[1:]]
+            plain_b = await collect(clients[1], "tasks")
+            for node in mesh:
+                await interest(node, "jobs workers", peers=2)
+            await interest(a, "tasks far", peers=2)
+            await interest(a, "tasks", peers=1)
+            for i in range(1000):  # from every node: each prefers its local member
+                await clients[i % 3].publish("jobs", b"%d" % i)
+            for i in range(1000):  # nobody on a: one of b and c, never both
+                await clients[0].publish("tasks", b"%d" % i)
+            await until(lambda: sum(map(len, members)) >= 1000, "jobs")
+            await until(lambda: sum(map(len, remote_only)) >= 1000 and len(plain_b) >= 1000, "tasks")
+            await asyncio.sleep(0.3)
+            for group in (members, remote_only):
+                seen = Counter(m.data for got in group for m in got)
+                assert len(seen) == 1000 and set(seen.values()) == {1}
+            assert [len(got) for got in members] == [334, 333, 333]  # local preference
+            assert all(len(got) > 100 for got in remote_only)  # spread over both remote nodes
+            assert [m.data for m in plain_b] == [b"%d" % i for i in range(1000)]
 
     run(scenario())
 
@@ -200,29 +225,27 @@ def test_request_on_one_node_answered_on_another(mesh):
     a, b, c = mesh
 
     async def scenario():
-        ca, cb, cc = [await connect(node) for node in mesh]
-        answered = Counter()
+        async with connected(*mesh) as (ca, cb, cc):
+            answered = Counter()
 
-        def responder(name: str):
-            async def respond(msg):
-                answered[name] += 1
-                await msg.respond(name.encode() + b":" + msg.data)
-            return respond
+            def responder(name: str):
+                async def respond(msg):
+                    answered[name] += 1
+                    await msg.respond(name.encode() + b":" + msg.data)
+                return respond
 
-        await cb.subscribe("svc.echo", cb=responder("b"))
-        await cb.subscribe("svc.pool", queue="pool", cb=responder("pool-b"))
-        await cc.subscribe("svc.pool", queue="pool", cb=responder("pool-c"))
-        await interest(a, "svc.echo")
-        await interest(a, "svc.pool pool", peers=2)
-        for i in range(20):
-            reply = await ca.request("svc.echo", b"%d" % i, timeout=5)
-            assert reply.data == b"b:%d" % i
-            reply = await ca.request("svc.pool", b"%d" % i, timeout=5)
-            assert reply.data.endswith(b":%d" % i)
-        await asyncio.sleep(0.2)
-        assert answered["b"] == 20 and answered["pool-b"] + answered["pool-c"] == 20
-        for nc in (ca, cb, cc):
-            await nc.close()
+            await cb.subscribe("svc.echo", cb=responder("b"))
+            await cb.subscribe("svc.pool", queue="pool", cb=responder("pool-b"))
+            await cc.subscribe("svc.pool", queue="pool", cb=responder("pool-c"))
+            await interest(a, "svc.echo")
+            await interest(a, "svc.pool pool", peers=2)
+            for i in range(20):
+                reply = await ca.request("svc.echo", b"%d" % i, timeout=5)
+                assert reply.data == b"b:%d" % i
+                reply = await ca.request("svc.pool", b"%d" % i, timeout=5)
+                assert reply.data.endswith(b":%d" % i)
+            await asyncio.sleep(0.2)
+            assert answered["b"] == 20 and answered["pool-b"] + answered["pool-c"] == 20
 
     run(scenario())
 
@@ -231,20 +254,18 @@ def test_no_responders_only_when_nobody_anywhere_listens(mesh):
     a, b, _ = mesh
 
     async def scenario():
-        ca, cb = await connect(a), await connect(b)
-        with pytest.raises(NoRespondersError):
-            await ca.request("nobody.home", b"", timeout=5)
-        sub = await cb.subscribe("somebody.home")
-        await interest(a, "somebody.home")
-        with pytest.raises(asyncio.TimeoutError):  # heard on b (no answer), so no 503
-            await ca.request("somebody.home", b"", timeout=0.5)
-        await sub.unsubscribe()
-        await cb.flush()
-        await interest(a, "somebody.home", peers=0)
-        with pytest.raises(NoRespondersError):
-            await ca.request("somebody.home", b"", timeout=5)
-        await ca.close()
-        await cb.close()
+        async with connected(a, b) as (ca, cb):
+            with pytest.raises(NoRespondersError):
+                await ca.request("nobody.home", b"", timeout=5)
+            sub = await cb.subscribe("somebody.home")
+            await interest(a, "somebody.home")
+            with pytest.raises(asyncio.TimeoutError):  # heard on b (no answer), so no 503
+                await ca.request("somebody.home", b"", timeout=0.5)
+            await sub.unsubscribe()
+            await cb.flush()
+            await interest(a, "somebody.home", peers=0)
+            with pytest.raises(NoRespondersError):
+                await ca.request("somebody.home", b"", timeout=5)
 
     run(scenario())
 
@@ -280,13 +301,8 @@ def test_garbage_on_the_route_port_gets_err_and_the_node_keeps_serving(mesh):
     assert a.http_json("/routez")["num_routes"] == 2
 
     async def scenario():
-        ca, cb = await connect(a), await connect(b)
-        got = await collect(ca, "still.serving")
-        await interest(b, "still.serving")
-        await cb.publish("still.serving", b"yes")
-        await until(lambda: len(got) == 1, "message after garbage")
-        await ca.close()
-        await cb.close()
+        async with connected(a, b) as (ca, cb):
+            await flows(cb, b, ca, "still.serving")
 
     run(scenario())
 
@@ -344,15 +360,9 @@ def test_node_joining_through_one_seed_meets_the_whole_mesh(nodes, tmp_path):
     assert legacy.drain_quiet(0.3) == b""  # protocol 0: no async INFO
 
     async def scenario():
-        ca, cc = await connect(a), await connect(c)
-        at_a, at_c = await collect(ca, "join.to_a"), await collect(cc, "join.to_c")
-        await interest(c, "join.to_a")
-        await interest(a, "join.to_c")
-        await cc.publish("join.to_a", b"from c")
-        await ca.publish("join.to_c", b"from a")
-        await until(lambda: len(at_a) == 1 and len(at_c) == 1, "both directions")
-        await ca.close()
-        await cc.close()
+        async with connected(a, c) as (ca, cc):
+            await flows(cc, c, ca, "join.to_a")
+            await flows(ca, a, cc, "join.to_c")
 
     run(scenario())
 
@@ -374,40 +384,25 @@ def test_lame_duck_node_leaves_the_others_connect_urls(nodes, tmp_path):
 
 
 def test_routes_come_back_after_a_node_restarts(nodes, tmp_path):
-    a, b, c = routed(tmp_path, 3)
-    for node in (a, b, c):
-        nodes(node)
-    wait_routes([a, b, c], 2)
-
-    async def before_restart():
-        ca = await connect(a)
-        got = await collect(ca, "after.restart")
-        await interest(b, "after.restart")
-        return ca, got
+    a, b, c = start_mesh(nodes, tmp_path, 3)
 
     async def scenario():
-        ca, got = await before_restart()
-        b.restart()
-        await asyncio.get_running_loop().run_in_executor(None, wait_routes, [a, b, c], 2)
-        cb, cc = await connect(b), await connect(c)
-        await interest(b, "after.restart")  # the interest of a was sent again to the new b
-        await cb.publish("after.restart", b"from new b")
-        await until(lambda: len(got) == 1, "message from the restarted node")
-        at_b = await collect(cb, "to.new.b")
-        await interest(c, "to.new.b")
-        await cc.publish("to.new.b", b"hi")
-        await until(lambda: len(at_b) == 1, "message to the restarted node")
-        for nc in (ca, cb, cc):
-            await nc.close()
+        async with connected(a) as (ca,):
+            got = await collect(ca, "after.restart")
+            await interest(b, "after.restart")
+            b.restart()
+            await asyncio.get_running_loop().run_in_executor(None, wait_routes, [a, b, c], 2)
+            async with connected(b, c) as (cb, cc):
+                await interest(b, "after.restart")  # the interest of a was sent again to the new b
+                await cb.publish("after.restart", b"from new b")
+                await until(lambda: len(got) == 1, "message from the restarted node")
+                await flows(cc, c, cb, "to.new.b")
 
     run(scenario())
 
 
 def test_nats_py_fails_over_to_a_node_it_learned_from_connect_urls(nodes, tmp_path):
-    a, b, c = routed(tmp_path, 3)
-    for node in (a, b, c):
-        nodes(node)
-    wait_routes([a, b, c], 2)
+    a, b, c = start_mesh(nodes, tmp_path, 3)
 
     async def scenario():
         reconnected = asyncio.Event()
@@ -421,14 +416,12 @@ def test_nats_py_fails_over_to_a_node_it_learned_from_connect_urls(nodes, tmp_pa
         got = await collect(nc, "failover.x")
         a.kill()
         await asyncio.wait_for(reconnected.wait(), 10)
-        survivor = b if nc.connected_url.port == b.port else c
-        other = c if survivor is b else b
         assert nc.connected_url.port in (b.port, c.port)
+        other = c if nc.connected_url.port == b.port else b
         await interest(other, "failover.x")  # resubscribed on the new node, interest routed
-        co = await connect(other)
-        await co.publish("failover.x", b"after failover")
-        await until(lambda: len(got) == 1, "message after failover")
-        await co.close()
+        async with connected(other) as (co,):
+            await co.publish("failover.x", b"after failover")
+            await until(lambda: len(got) == 1, "message after failover")
         await nc.close()
 
     run(scenario())
@@ -439,26 +432,24 @@ def test_raft_cluster_routes_core_nats_but_never_mailbox_subjects(cluster):
     a, b, c = group.nodes
 
     async def scenario():
-        ca, cb, cc = [await connect(node) for node in group.nodes]
-        address = await create(ca)
-        group.wait_applied()
-        mailbox = await collect(cb, f"$mq9.AI.MAILBOX.{address}.*")
-        everything = await collect(cb, ">")
-        core = await collect(cc, "core.x")
-        await interest(a, ">")
-        await interest(a, "core.x")
-        for i in range(20):
-            ack = await request(ca, f"$mq9.AI.MAILBOX.{address}", b"m%d" % i)
-            assert ack == {"msg_id": i + 1}
-        await ca.publish("core.x", b"plain")
-        await until(lambda: len(mailbox) >= 20 and len(core) == 1, "mailbox and core deliveries")
-        await asyncio.sleep(0.5)
-        assert [m.headers["mq9-msg-id"] for m in mailbox] == [str(i + 1) for i in range(20)]
-        assert [m.data for m in mailbox] == [b"m%d" % i for i in range(20)]
-        assert not [m.subject for m in everything if m.subject.startswith("$mq9.")]
-        assert "core.x" in [m.subject for m in everything]
-        assert not [s for subs in remote_subs(a).values() for s in subs if s.startswith("$mq9.")]
-        for nc in (ca, cb, cc):
-            await nc.close()
+        async with connected(*group.nodes) as (ca, cb, cc):
+            address = await create(ca)
+            group.wait_applied()
+            mailbox = await collect(cb, f"$mq9.AI.MAILBOX.{address}.*")
+            everything = await collect(cb, ">")
+            core = await collect(cc, "core.x")
+            await interest(a, ">")
+            await interest(a, "core.x")
+            for i in range(20):
+                ack = await request(ca, f"$mq9.AI.MAILBOX.{address}", b"m%d" % i)
+                assert ack == {"msg_id": i + 1}
+            await ca.publish("core.x", b"plain")
+            await until(lambda: len(mailbox) >= 20 and len(core) == 1, "mailbox and core deliveries")
+            await asyncio.sleep(0.5)
+            assert [m.headers["mq9-msg-id"] for m in mailbox] == [str(i + 1) for i in range(20)]
+            assert [m.data for m in mailbox] == [b"m%d" % i for i in range(20)]
+            assert not [m.subject for m in everything if m.subject.startswith("$mq9.")]
+            assert "core.x" in [m.subject for m in everything]
+            assert not [s for subs in remote_subs(a).values() for s in subs if s.startswith("$mq9.")]
 
     run(scenario())
