@@ -23,7 +23,7 @@ from mq9cluster.errors import PermissionDenied
 from mq9cluster.protocol import encode, headers
 from mq9cluster.server.client import Client, Subscription
 from mq9cluster.server.connection import rfc3339
-from mq9cluster.server.sublist import Sublist, SublistResult
+from mq9cluster.server.sublist import Sublist
 
 log = logging.getLogger("mq9cluster.server")
 
@@ -241,44 +241,44 @@ class Server:
             self._no_responders(origin, reply)
 
     def _route(self, subj: bytes, reply: bytes | None, payload: bytes, hdrs: bytes | None,
-               skip: Client | None) -> int:
-        """Deliver locally (passing over ``skip``'s subscriptions) and to the peers with interest;
-        how many subscriptions and peers got it. ``$mq9.`` subjects stay on this node."""
-        delivered, served = self._deliver(self.sublist.match(subj), subj, reply, payload, hdrs, skip, None)
-        if self.peers is not None and not subj.startswith(MQ9_PREFIX):
-            delivered += self.peers.forward(subj, reply, payload, hdrs, served)
-        return delivered
+               skip: Client | None, routed: Collection[bytes] | None = None) -> int:
+        """Deliver to every plain subscription (passing over ``skip``'s) and one member of each
+        queue group, then to the peers with interest; how many subscriptions and peers got it.
 
-    def deliver_routed(self, subj: bytes, reply: bytes | None, queues: Collection[bytes], payload: bytes,
-                       hdrs: bytes | None) -> None:
-        """A message a peer node forwarded: to this node's plain subscriptions and to one member of
-        each of the named queue groups; never forwarded again."""
-        self._deliver(self.sublist.match(subj), subj, reply, payload, hdrs, None, queues)
-
-    def _deliver(self, result: SublistResult, subj: bytes, reply: bytes | None, payload: bytes,
-                 hdrs: bytes | None, skip: Client | None, only_queues: Collection[bytes] | None,
-                 ) -> tuple[int, list[bytes]]:
-        """Deliver to every plain subscription and one member of each queue group (of those in
-        ``only_queues`` when given); how many got it, and the queue groups served."""
+        ``routed`` is given for a message a peer forwarded: only those queue groups are served
+        here, and the message goes no further. ``$mq9.`` subjects stay on this node.
+        """
+        result = self.sublist.match(subj)
         delivered = 0
         for sub in result.plain:
             if sub.client is not skip:
                 sub.client.deliver(sub, subj, reply, payload, hdrs)
                 delivered += 1
-        served: list[bytes] = []
+        served: list[bytes] | None = None
         for group in result.queues:
-            if only_queues is not None and group[0].queue not in only_queues:
+            if routed is not None and group[0].queue not in routed:
                 continue
             members = [s for s in group if not s.client.closed and s.client is not skip]
             if members:
                 sub = members[0] if len(members) == 1 else self._random.choice(members)
                 sub.client.deliver(sub, subj, reply, payload, hdrs)
                 delivered += 1
-                served.append(sub.queue)
+                if self.peers is not None:  # the peers are not offered a group served here
+                    if served is None:
+                        served = []
+                    served.append(sub.queue)
         if delivered:
             self.stats.out_msgs += delivered
             self.stats.out_bytes += delivered * len(payload)
-        return delivered, served
+        if routed is None and self.peers is not None and not subj.startswith(MQ9_PREFIX):
+            delivered += self.peers.forward(subj, reply, payload, hdrs, served or ())
+        return delivered
+
+    def deliver_routed(self, subj: bytes, reply: bytes | None, queues: Collection[bytes], payload: bytes,
+                       hdrs: bytes | None) -> None:
+        """A message a peer node forwarded: to this node's plain subscriptions and to one member of
+        each of the named queue groups; never forwarded again."""
+        self._route(subj, reply, payload, hdrs, None, queues)
 
     def _no_responders(self, origin: Client, reply: bytes) -> None:
         """Send the 503 status to the requester through its own plain subscription on ``reply``."""
