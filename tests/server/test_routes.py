@@ -293,11 +293,13 @@ def test_garbage_on_the_route_port_gets_err_and_the_node_keeps_serving(mesh):
         (b"RS+ foo\r\n", b"-ERR 'Route Handshake Expected'\r\n"),
         (b"\x00" * 10000, b"-ERR 'Unknown Protocol Operation'\r\n"),
     ]
+    silent = WireClient(a.cluster_port)  # says nothing at all: cut after the handshake timeout
     for garbage, answer in cases:
         peer = WireClient(a.cluster_port)
         assert peer.info["route_proto"] == 1 and peer.info["route_url"] == a.cluster_addr
         peer.send(garbage)
         assert peer.read_all_until_close(3) == answer, garbage
+    assert silent.read_all_until_close(8) == b"-ERR 'Route Handshake Timeout'\r\n"
     assert a.http_json("/routez")["num_routes"] == 2
 
     async def scenario():
