@@ -114,7 +114,7 @@ class Route(Connection):
             if self.closed:
                 return
             kind = type(event)
-            if kind is RouteMsg:
+            if kind is RouteMsg and self.registered:
                 self.in_msgs += 1
                 self.in_bytes += len(event.payload)
                 self.layer.local.deliver_routed(event.subject, event.reply, event.queues, event.payload,

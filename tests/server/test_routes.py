@@ -291,6 +291,7 @@ def test_garbage_on_the_route_port_gets_err_and_the_node_keeps_serving(mesh):
         (b'INFO {"server_id":"x"}\r\n', b"-ERR 'Route Handshake Expected'\r\n"),
         (b"INFO [1]\r\n", b"-ERR 'Bad JSON'\r\n"),
         (b"RS+ foo\r\n", b"-ERR 'Route Handshake Expected'\r\n"),
+        (b"RMSG still.serving 1\r\nx\r\n", b"-ERR 'Route Handshake Expected'\r\n"),
         (b"\x00" * 10000, b"-ERR 'Unknown Protocol Operation'\r\n"),
     ]
     silent = WireClient(a.cluster_port)  # says nothing at all: cut after the handshake timeout
