@@ -270,10 +270,17 @@ class RouteLayer:
 
     def _learn(self, addr: str, configured: bool) -> None:
         """Keep a route to ``addr`` from now on (unless it is this node or already kept)."""
-        if not addr or addr in self._self_addrs or addr in self.known:
+        if self._closing or not addr or addr in self._self_addrs or addr in self.known:
             return
         self.known[addr] = configured
         self._dialers[addr] = asyncio.get_running_loop().create_task(self._keep(addr))
+
+    def _learn_from(self, options: dict) -> None:
+        """Keep routes to the nodes a peer's INFO says it is connected to (implicit discovery)."""
+        routes = options.get("routes")
+        for addr in routes if isinstance(routes, list) else ():
+            if isinstance(addr, str):
+                self._learn(addr, configured=False)
 
     def _route_at(self, addr: str) -> Route | None:
         """The registered route to the node at ``addr``, if any."""
@@ -339,6 +346,9 @@ class RouteLayer:
     def handshake(self, route: Route, options: dict) -> None:
         """A route sent a valid INFO: register it, or close it as a loop to self or a duplicate."""
         rid = route.remote_id
+        if self._closing:
+            route.close("server shutdown")
+            return
         if rid == self.local.server_id:
             route.settle("self")
             route.close("route to self")
@@ -355,9 +365,7 @@ class RouteLayer:
             self._unregister(existing, "replaced by a duplicate route")
             existing.close("duplicate route")
         self._register(route, replacing=existing is not None)
-        for addr in options.get("routes") or ():
-            if isinstance(addr, str):
-                self._learn(addr, configured=False)
+        self._learn_from(options)
 
     def _preferred(self, route: Route) -> bool:
         return (route.dial_addr is not None) == (self.local.server_id < route.remote_id)
@@ -400,9 +408,7 @@ class RouteLayer:
     def peer_info(self, route: Route, options: dict) -> None:
         """An INFO on a registered route: routes it knows, its client URL, lame duck."""
         route.peer_state(options)
-        for addr in options.get("routes") or ():
-            if isinstance(addr, str):
-                self._learn(addr, configured=False)
+        self._learn_from(options)
         self._update_connect_urls()
 
     def _update_connect_urls(self) -> None:
