@@ -20,6 +20,7 @@ from mq9cluster.errors import ClusterAdminError, ConfigError, Mq9Error, StoreErr
 from mq9cluster.mailbox.machine import Change, MailboxMachine
 from mq9cluster.mailbox.service import MailboxService
 from mq9cluster.server.monitor import Monitor
+from mq9cluster.server.routes import RouteLayer
 from mq9cluster.server.server import Server
 from mq9cluster.store import Store
 
@@ -68,9 +69,14 @@ class Node:
         )
         self.server = Server(settings, gateway=self.mailboxes)
         self.mailboxes.reply = self.server.reply
+        self.routes = RouteLayer(settings, self.server)
+        if settings.cluster_addr:
+            self.server.peers = self.routes
         self.monitor = Monitor(self.server) if settings.http_port else None
         if self.monitor is not None:
             self.monitor.routes["/raftz"] = lambda query: (200, self.raft_status())
+            self.monitor.routes["/routez"] = lambda query: (
+                200, self.routes.routez(subs=Monitor.flag(query, "subs")))
         self._tasks: set[asyncio.Task] = set()
         self.failure: Mq9Error | None = None
 
@@ -93,7 +99,7 @@ class Node:
 
     def _raft_failed(self, error: BaseException) -> None:
         log.critical("raft stopped on an error, shutting the node down: %r", error)
-        self.loop.call_soon_threadsafe(self.spawn, self.server.shutdown())
+        self.loop.call_soon_threadsafe(self.spawn, self.shutdown())
 
     def raft_status(self) -> dict[str, Any]:
         """This node's Raft view as JSON-ready data (``/raftz``)."""
@@ -123,10 +129,22 @@ class Node:
             except OSError as exc:
                 await self.server.shutdown()
                 raise ConfigError(f"cannot listen on {s.host}:{s.http_port} (monitoring): {exc.strerror}") from None
+        if s.cluster_addr:
+            try:
+                await self.routes.start()
+            except OSError as exc:
+                await self.server.shutdown()
+                raise ConfigError(f"cannot listen on {s.cluster_addr} (routes): {exc.strerror}") from None
         self.spawn(self.mailboxes.run_expiry(s.expiry_interval))
 
+    async def shutdown(self) -> None:
+        """SIGTERM/SIGINT: close the routes (peers see this node go at once), then the server."""
+        self.routes.close()
+        await self.server.shutdown()
+
     def close(self) -> None:
-        """Stop Raft and close the store (after the server stopped)."""
+        """Stop the routes and Raft and close the store (after the server stopped)."""
+        self.routes.close()
         if self.monitor is not None:
             self.monitor.close()
         for task in self._tasks:
@@ -169,12 +187,13 @@ async def serve(settings: Settings, join_seed: str | None = None) -> Mq9Error | 
         if join_seed is not None:
             node.spawn(_join(node, join_seed))
         server = node.server
-        loop.add_signal_handler(signal.SIGTERM, lambda: node.spawn(server.shutdown()))
-        loop.add_signal_handler(signal.SIGINT, lambda: node.spawn(server.shutdown()))
+        loop.add_signal_handler(signal.SIGTERM, lambda: node.spawn(node.shutdown()))
+        loop.add_signal_handler(signal.SIGINT, lambda: node.spawn(node.shutdown()))
         loop.add_signal_handler(signal.SIGUSR2, lambda: node.spawn(server.enter_lame_duck()))
         log.info(
-            "mq9cluster %s ready: nats://%s:%d, raft %s, data dir %s, server name %s",
-            __version__, settings.host, server.port, settings.raft_addr, settings.data_dir, settings.server_name,
+            "mq9cluster %s ready: nats://%s:%d, raft %s, routes %s, data dir %s, server name %s",
+            __version__, settings.host, server.port, settings.raft_addr, settings.cluster_addr or "off",
+            settings.data_dir, settings.server_name,
         )
         await server.stopped.wait()
     finally:

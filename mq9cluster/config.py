@@ -88,6 +88,22 @@ class Settings(BaseSettings):
         default_factory=list,
         **_flags("--peers", help="The other members' Raft addresses, comma-separated (this node's own is ignored)."),
     )
+    cluster_addr: str = Field(
+        "",
+        **_flags("--cluster", "--cluster-addr", "--cluster_listen",
+                 help="host:port the route listener binds for core NATS between nodes (empty: a standalone node)."),
+    )
+    routes: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        **_flags("--routes", help="Other nodes' route addresses, comma-separated (this node's own is ignored); "
+                 "more are discovered from them."),
+    )
+    client_advertise: str = Field(
+        "",
+        **_flags("--client-advertise", "--client_advertise",
+                 help="host:port clients are told to reach this node at (default: the client address, or the "
+                 "host of cluster_addr/raft_addr with the client port when that address is 0.0.0.0)."),
+    )
     mailbox_max_ttl: int = Field(
         31536000, ge=0, **_flags("--mailbox-max-ttl", help="Largest mailbox TTL in seconds a create may ask for (0 = no limit)."),
     )
@@ -120,9 +136,9 @@ class Settings(BaseSettings):
             raise ValueError("must not be empty")
         return value
 
-    @field_validator("peers", mode="before")
+    @field_validator("peers", "routes", mode="before")
     @classmethod
-    def _split_peers(cls, value: Any) -> Any:
+    def _split_list(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
@@ -135,12 +151,15 @@ class Settings(BaseSettings):
             raise ValueError("must be host:port")
         return value
 
-    @field_validator("peers")
+    @field_validator("cluster_addr", "client_advertise")
     @classmethod
-    def _peers_host_port(cls, value: list[str]) -> list[str]:
-        for peer in value:
-            cls._host_port(peer)
-        return value
+    def _optional_host_port(cls, value: str) -> str:
+        return cls._host_port(_without_scheme(value)) if value else value
+
+    @field_validator("peers", "routes")
+    @classmethod
+    def _each_host_port(cls, value: list[str]) -> list[str]:
+        return [cls._host_port(_without_scheme(addr)) for addr in value]
 
     @property
     def node_name(self) -> str:
@@ -151,6 +170,37 @@ class Settings(BaseSettings):
     def other_peers(self) -> list[str]:
         """The peers without this node's own address."""
         return [peer for peer in dict.fromkeys(self.peers) if peer != self.raft_addr]
+
+    def _reachable_host(self, host: str) -> str:
+        """``host``, or when it is a wildcard address the host of cluster_addr/raft_addr that is not."""
+        for candidate in (host, self.cluster_addr.rpartition(":")[0], self.raft_addr.rpartition(":")[0]):
+            if candidate and candidate not in _ANY_HOST:
+                return candidate
+        return socket.gethostname()
+
+    def client_url(self, port: int) -> str:
+        """``host:port`` clients are told to reach this node at, given the bound client port."""
+        if self.client_advertise:
+            return self.client_advertise
+        host = self._reachable_host(self.host)
+        return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+    @property
+    def cluster_listen(self) -> tuple[str, int]:
+        """(host, port) the route listener binds."""
+        host, _, port = self.cluster_addr.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    def route_url(self) -> str:
+        """``host:port`` other nodes reach this node's route listener at (what it advertises)."""
+        host, _, port = self.cluster_addr.rpartition(":")
+        return f"{self._reachable_host(host)}:{port}"
+
+    @property
+    def other_routes(self) -> list[str]:
+        """The configured routes without this node's own route address."""
+        own = {self.cluster_addr, self.route_url()} if self.cluster_addr else set()
+        return [addr for addr in dict.fromkeys(self.routes) if addr not in own]
 
     @model_validator(mode="after")
     def _no_auth_yet(self) -> "Settings":
@@ -177,6 +227,14 @@ class Settings(BaseSettings):
     def log_level_number(self) -> int:
         """The level as a ``logging`` number; trace is below debug."""
         return {"trace": 5, "debug": 10, "info": 20, "warning": 30, "error": 40}[self.log_level]
+
+
+_ANY_HOST = ("0.0.0.0", "::", "[::]", "")
+
+
+def _without_scheme(addr: str) -> str:
+    """``host:port`` from an address that may be written as a URL (``nats-route://host:port``)."""
+    return addr.split("://", 1)[-1].rstrip("/")
 
 
 class _FileSource(PydanticBaseSettingsSource):

@@ -77,3 +77,23 @@ def test_every_setting_has_flags_and_help():
 
 def test_configuration_doc_is_generated_from_settings():
     assert (ROOT / "docs" / "configuration.md").read_text() == reference_markdown()
+
+
+def test_route_options_accept_nats_server_spellings():
+    routes = "nats-route://10.0.0.2:6222/, 10.0.0.1:6222,10.0.0.2:6222"
+    s = load_settings(cluster_addr="nats://0.0.0.0:6222", routes=routes, raft_addr="10.0.0.1:7222")
+    assert s.cluster_addr == "0.0.0.0:6222" and s.cluster_listen == ("0.0.0.0", 6222)
+    assert s.route_url() == "10.0.0.1:6222"  # a wildcard bind advertises the Raft address's host
+    assert s.other_routes == ["10.0.0.2:6222"]  # its own address dropped, duplicates folded
+    with pytest.raises(ConfigError, match="option 'routes'"):
+        load_settings(routes="nohost")
+    with pytest.raises(ConfigError, match="option 'cluster_addr'"):
+        load_settings(cluster_addr="6222")
+
+
+def test_client_url_defaults_to_a_reachable_host():
+    assert load_settings(host="127.0.0.5").client_url(4222) == "127.0.0.5:4222"
+    assert load_settings(host="::1").client_url(4222) == "[::1]:4222"
+    assert load_settings(cluster_addr="10.0.0.3:6222").client_url(4222) == "10.0.0.3:4222"
+    assert load_settings(raft_addr="10.0.0.4:7222").client_url(4222) == "10.0.0.4:4222"
+    assert load_settings(client_advertise="nats.example:14222").client_url(4222) == "nats.example:14222"

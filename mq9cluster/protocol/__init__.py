@@ -1,5 +1,6 @@
 """Sans-IO NATS protocol: bytes -> events (``Parser``), events -> bytes (``encode``), subject
-and header syntax (``subject``, ``headers``).
+and header syntax (``subject``, ``headers``); also the route protocol spoken between nodes
+(``Parser(route=True)``, ``encode.route_interest``/``rmsg``...).
 
 Owns the wire format only. Must not touch sockets, asyncio, clocks or other mq9cluster packages.
 """
@@ -18,6 +19,9 @@ from mq9cluster.protocol.events import (
     Ping,
     Pong,
     Pub,
+    RouteMsg,
+    RouteSub,
+    RouteUnsub,
     Sub,
     Unsub,
     Violation,
@@ -26,5 +30,6 @@ from mq9cluster.protocol.parser import Parser
 
 __all__ = [
     "OK", "PING", "PONG", "Connect", "Err", "Event", "Info", "Msg", "Ok", "Parser", "Ping",
-    "Pong", "Pub", "Sub", "Unsub", "Violation", "encode", "headers", "subject",
+    "Pong", "Pub", "RouteMsg", "RouteSub", "RouteUnsub", "Sub", "Unsub", "Violation", "encode",
+    "headers", "subject",
 ]

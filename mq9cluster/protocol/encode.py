@@ -80,3 +80,37 @@ def unsub(sid: bytes, max_msgs: int | None = None) -> bytes:
     if max_msgs is None:
         return b"UNSUB %b\r\n" % sid
     return b"UNSUB %b %d\r\n" % (sid, max_msgs)
+
+
+# -- the route protocol between nodes (docs/architecture.md, "Routes") ------------------------
+
+
+def route_interest(added: bool, subject: bytes, queue: bytes | None) -> bytes:
+    """``RS+ subject [queue]\\r\\n`` (this node gained local interest) or ``RS- ...`` (lost it)."""
+    op = b"RS+" if added else b"RS-"
+    if queue:
+        return b"%b %b %b\r\n" % (op, subject, queue)
+    return b"%b %b\r\n" % (op, subject)
+
+
+def _route_targets(reply: bytes | None, queues: list[bytes] | tuple[bytes, ...]) -> bytes:
+    """The RMSG arguments between subject and sizes: ``[reply]``, ``+ reply q...``, ``| q...``."""
+    if not queues:
+        return b" " + reply if reply else b""
+    names = b" ".join(queues)
+    return b" + %b %b" % (reply, names) if reply else b" | " + names
+
+
+def rmsg(subject: bytes, reply: bytes | None, queues: list[bytes] | tuple[bytes, ...],
+         payload: bytes) -> bytes:
+    """``RMSG subject [targets] size\\r\\npayload\\r\\n``: a message forwarded to a peer node."""
+    return b"RMSG %b%b %d\r\n%b\r\n" % (subject, _route_targets(reply, queues), len(payload),
+                                          payload)
+
+
+def rhmsg(subject: bytes, reply: bytes | None, queues: list[bytes] | tuple[bytes, ...],
+          headers: bytes, payload: bytes) -> bytes:
+    """``RHMSG subject [targets] hdrlen total\\r\\nheaders payload\\r\\n``."""
+    hdr = len(headers)
+    return b"RHMSG %b%b %d %d\r\n%b%b\r\n" % (subject, _route_targets(reply, queues), hdr,
+                                                hdr + len(payload), headers, payload)

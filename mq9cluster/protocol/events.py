@@ -55,6 +55,34 @@ class Unsub(NamedTuple):
     max_msgs: int | None
 
 
+class RouteSub(NamedTuple):
+    """RS+ subject [queue]: a peer node has local interest (route protocol only)."""
+
+    subject: bytes
+    queue: bytes | None
+
+
+class RouteUnsub(NamedTuple):
+    """RS- subject [queue]: a peer node lost that interest (route protocol only)."""
+
+    subject: bytes
+    queue: bytes | None
+
+
+class RouteMsg(NamedTuple):
+    """RMSG or RHMSG: a message forwarded by a peer node (route protocol only).
+
+    ``queues`` names the queue groups the receiving node must serve (one member each); its plain
+    subscriptions always get the message.
+    """
+
+    subject: bytes
+    reply: bytes | None
+    queues: tuple[bytes, ...]
+    payload: bytes
+    headers: bytes | None
+
+
 class Ping(NamedTuple):
     """PING."""
 
@@ -91,4 +119,5 @@ PING = Ping()
 PONG = Pong()
 OK = Ok()
 
-Event = Connect | Info | Pub | Msg | Sub | Unsub | Ping | Pong | Ok | Err | Violation
+Event = (Connect | Info | Pub | Msg | Sub | Unsub | RouteSub | RouteUnsub | RouteMsg | Ping | Pong | Ok
+         | Err | Violation)

@@ -1,4 +1,5 @@
-"""Sans-IO parser for the NATS client protocol: bytes in, events out.
+"""Sans-IO parser for the NATS client protocol (and the route protocol between nodes): bytes
+in, events out.
 
 Owns framing only: control lines, argument counts and sizes, payload framing, CONNECT/INFO JSON
 decoding and the limits on unparsed input. Subject validity is the caller's job
@@ -23,6 +24,9 @@ from mq9cluster.protocol.events import (
     Info,
     Msg,
     Pub,
+    RouteMsg,
+    RouteSub,
+    RouteUnsub,
     Sub,
     Unsub,
     Violation,
@@ -82,7 +86,13 @@ _INFO = _Op(b"INFO", False, False, "INFO_ARG")
 _MSG = _Op(b"MSG", True, False, "MSG_ARG")
 _HMSG = _Op(b"HMSG", True, False, "HMSG_ARG")
 
+_RS_PLUS = _Op(b"RS+", True, False, "RS+_ARG")
+_RS_MINUS = _Op(b"RS-", True, False, "RS-_ARG")
+_RMSG = _Op(b"RMSG", True, False, "RMSG_ARG")
+_RHMSG = _Op(b"RHMSG", True, False, "RHMSG_ARG")
+
 _CLIENT_OPS = (_PUB, _HPUB, _SUB, _UNSUB, _PING, _PONG, _OK, _ERR, _CONNECT, _INFO)
+_ROUTE_OPS = (_INFO, _PING, _PONG, _OK, _ERR, _RS_PLUS, _RS_MINUS, _RMSG, _RHMSG)
 _PARTIAL = _Op(b"", False, False, "OP_START")  # the input so far may still become an op
 
 
@@ -96,6 +106,7 @@ def _op_table(ops: tuple[_Op, ...]) -> dict[bytes, tuple[_Op, ...]]:
 
 _CLIENT_TABLE = _op_table(_CLIENT_OPS)
 _FULL_TABLE = _op_table(_CLIENT_OPS + (_MSG, _HMSG))
+_ROUTE_TABLE = _op_table(_ROUTE_OPS)
 
 
 def _match_op(table: dict[bytes, tuple[_Op, ...]], head: bytes) -> _Op | None:
@@ -157,6 +168,19 @@ def _connect_options(arg: bytes) -> dict | None:
     return options
 
 
+def _route_targets(middle: list[bytes]) -> tuple[bytes | None, tuple[bytes, ...]] | None:
+    """Reply and queue names of an RMSG: ``[reply]``, ``+ reply queue...`` or ``| queue...``."""
+    if not middle:
+        return None, ()
+    if len(middle) == 1:
+        return middle[0], ()
+    if middle[0] == b"+":
+        return middle[1], tuple(middle[2:])
+    if middle[0] == b"|":
+        return None, tuple(middle[1:])
+    return None
+
+
 def _err_text(arg: bytes) -> str:
     """The text of ``-ERR 'text'`` without the quotes."""
     text = arg.strip().decode("utf-8", "replace")
@@ -169,7 +193,8 @@ class Parser:
     """Incremental NATS protocol parser: ``feed(bytes) -> [events]``, no I/O.
 
     Parses client-to-server operations (CONNECT, PUB, HPUB, SUB, UNSUB, PING, PONG, +OK, -ERR,
-    INFO) and, with ``accept_msg=True``, MSG and HMSG. A broken input yields one ``Violation``
+    INFO) and, with ``accept_msg=True``, MSG and HMSG. With ``route=True`` it parses the route
+    protocol instead: INFO, PING, PONG, +OK, -ERR, RS+, RS-, RMSG, RHMSG. A broken input yields one ``Violation``
     after the good events before it; the parser then stays stuck and returns ``[]``.
 
     Unparsed input is bounded: a partial control line by ``max_control_line`` (+1 for a
@@ -179,13 +204,15 @@ class Parser:
     control line whose arguments exceed the limit is refused even when it arrives in one read.
     """
 
-    __slots__ = ("_max_payload", "_max_control_line", "_table", "_tail", "_frame", "_dead")
+    __slots__ = ("_max_payload", "_max_control_line", "_table", "_fast_pub", "_tail", "_frame",
+                 "_dead")
 
     def __init__(self, max_payload: int = 1048576, max_control_line: int = 4096,
-                 accept_msg: bool = False) -> None:
+                 accept_msg: bool = False, route: bool = False) -> None:
         self._max_payload = max_payload
         self._max_control_line = max_control_line
-        self._table = _FULL_TABLE if accept_msg else _CLIENT_TABLE
+        self._table = _ROUTE_TABLE if route else _FULL_TABLE if accept_msg else _CLIENT_TABLE
+        self._fast_pub = not route  # the inlined PUB path below bypasses the op table
         self._tail = bytearray()  # unparsed input: a partial line, or a partial payload
         self._frame: tuple | None = None  # (op, subject, sid, reply, hdr, size) awaiting payload
         self._dead = False
@@ -231,7 +258,7 @@ class Parser:
                 self._check_partial_line(events)
                 return
             head = data[pos:pos + 4]
-            if (head == b"PUB " or head == b"pub ") and nl - pos <= max_line:
+            if (head == b"PUB " or head == b"pub ") and nl - pos <= max_line and self._fast_pub:
                 args = data[pos + 4:nl].split()
                 if len(args) == 2:
                     subject, size_arg = args
@@ -281,6 +308,8 @@ class Parser:
             return self._sub(args, data, pos, nl, events)
         if op is _UNSUB:
             return self._unsub(args, data, pos, nl, events)
+        if op is _RS_PLUS or op is _RS_MINUS:
+            return self._route_interest(op, args, data, pos, nl, events)
         return self._message_args(op, args, data, pos, nl, events)
 
     def _json_line(self, op: _Op, arg: bytes, data: bytes, pos: int, nl: int,
@@ -315,18 +344,33 @@ class Parser:
             return self._fail(events, PARSE_ERROR, False, _UNSUB.state, data, pos)
         return nl + 1
 
+    def _route_interest(self, op: _Op, args: list[bytes], data: bytes, pos: int, nl: int,
+                        events: list[Event]) -> int:
+        """RS+ / RS- subject [queue]."""
+        if len(args) not in (1, 2):
+            return self._fail(events, PARSE_ERROR, False, op.state, data, pos)
+        kind = RouteSub if op is _RS_PLUS else RouteUnsub
+        events.append(kind(args[0], args[1] if len(args) == 2 else None))
+        return nl + 1
+
     def _message_args(self, op: _Op, args: list[bytes], data: bytes, pos: int, nl: int,
                       events: list[Event]) -> int:
-        """PUB, HPUB, MSG, HMSG arguments; then the payload."""
-        fixed = 2 if op is _PUB else 3 if op is _HPUB or op is _MSG else 4
-        if len(args) not in (fixed, fixed + 1):
-            return self._fail(events, PARSE_ERROR, False, op.state, data, pos)
-        is_msg = op is _MSG or op is _HMSG
-        sid = args[1] if is_msg else None
-        reply = args[-2 if op is _PUB or op is _MSG else -3] if len(args) > fixed else None
-        hdr = _size(args[-2]) if op is _HPUB or op is _HMSG else -1
+        """PUB, HPUB, MSG, HMSG, RMSG, RHMSG arguments; then the payload."""
+        with_headers = op is _HPUB or op is _HMSG or op is _RHMSG
+        if op is _RMSG or op is _RHMSG:
+            targets = _route_targets(args[1:-2 if with_headers else -1])
+            if targets is None or len(args) < (3 if with_headers else 2):
+                return self._fail(events, PARSE_ERROR, False, op.state, data, pos)
+            reply, sid = targets  # the frame's sid slot carries the queue names
+        else:
+            fixed = 2 if op is _PUB else 3 if op is _HPUB or op is _MSG else 4
+            if len(args) not in (fixed, fixed + 1):
+                return self._fail(events, PARSE_ERROR, False, op.state, data, pos)
+            sid = args[1] if op is _MSG or op is _HMSG else None
+            reply = args[-2 if op is _PUB or op is _MSG else -3] if len(args) > fixed else None
+        hdr = _size(args[-2]) if with_headers else -1
         size = _size(args[-1])
-        if hdr < 0 and (op is _HPUB or op is _HMSG):
+        if hdr < 0 and with_headers:
             return self._fail(events, BAD_HEADER_SIZE, False, op.state, data, pos)
         if size >= 0 and hdr > size:
             return self._fail(events, HEADER_TOO_BIG, False, op.state, data, pos)
@@ -354,8 +398,10 @@ class Parser:
             headers, payload = data[start:start + hdr], data[start + hdr:stop]
         if op is _PUB or op is _HPUB:
             events.append(_new(Pub, (subject, reply, payload, headers)))
-        else:
+        elif op is _MSG or op is _HMSG:
             events.append(_new(Msg, (subject, sid, reply, payload, headers)))
+        else:
+            events.append(_new(RouteMsg, (subject, reply, sid, payload, headers)))
         return stop + 2
 
     def _check_partial_payload(self, size: int, events: list[Event]) -> None:

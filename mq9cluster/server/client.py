@@ -1,7 +1,7 @@
 """One client connection: feeds its bytes to the protocol parser and acts on the events.
 
-Owns the connection's state (CONNECT options, subscriptions by sid, keepalive) and its
-outbound buffer. Routing between connections is the server's job (``Router``); this module
+Owns the connection's state (CONNECT options, subscriptions by sid); the outbound buffer,
+keepalive and closing come from ``Connection``. Routing between connections is the server's job (``Router``); this module
 never looks at another client's subscriptions.
 """
 
@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import TYPE_CHECKING, Protocol
 
 from mq9cluster.protocol import encode, subject
 from mq9cluster.protocol.events import Connect, Err, Pong, Ping, Pub, Sub, Unsub, Violation
 from mq9cluster.protocol.parser import Parser
-from mq9cluster.server.outbound import Outbound
+from mq9cluster.server.connection import Connection
 
 if TYPE_CHECKING:
     from mq9cluster.config import Settings
@@ -24,7 +23,6 @@ log = logging.getLogger("mq9cluster.client")
 
 OK = encode.OK_FRAME
 PONG = encode.PONG_FRAME
-PING = encode.PING_FRAME
 
 
 class Subscription:
@@ -69,14 +67,14 @@ class Router(Protocol):
     def client_closed(self, client: "Client", reason: str) -> None: ...
 
 
-class Client(asyncio.Protocol):
+class Client(Connection):
     """A NATS client connection as nats-server treats it."""
 
     def __init__(self, router: Router, cid: int) -> None:
         settings = router.settings
+        super().__init__(settings, Parser(settings.max_payload, settings.max_control_line))
         self.router = router
         self.cid = cid
-        self.parser = Parser(settings.max_payload, settings.max_control_line)
         self.subs: dict[bytes, Subscription] = {}
         # nats-server's defaults before (and in the absence of) CONNECT fields.
         self.verbose = True
@@ -90,32 +88,15 @@ class Client(asyncio.Protocol):
         self.version = ""
         self.connected = False
         self.info_ready = False  # got its first PONG: may receive async INFO
-        self.closed = False
-        self.in_msgs = self.in_bytes = self.out_msgs = self.out_bytes = 0
-        self.pings_out = 0
-        self.started = time.time()
-        self.last_activity = self.started
-        self.ip = ""
-        self.port = 0
-        self.transport: asyncio.Transport | None = None
-        self.out: Outbound | None = None
-        self._loop = asyncio.get_running_loop()
-        self._ping_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio callbacks -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        settings = self.router.settings
-        self.transport = transport
-        peer = transport.get_extra_info("peername") or ("", 0)
-        self.ip, self.port = peer[0], peer[1]
-        self.out = Outbound(transport, self._loop, settings.max_pending, settings.write_deadline, self._slow)
+        super().connection_made(transport)
         self.out.write(self.router.info_for(self))
-        self._ping_timer = self._loop.call_later(settings.first_ping_delay, self._ping_due)
 
     def data_received(self, data: bytes) -> None:
-        self.last_activity = time.time()
-        for event in self.parser.feed(data):
+        for event in self._received(data):
             if self.closed:
                 return
             kind = type(event)
@@ -138,17 +119,6 @@ class Client(asyncio.Protocol):
             elif kind is Err:
                 self.close(f"client sent -ERR {event.text!r}")
             # +OK and INFO from a client are ignored, as nats-server does.
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._release("connection lost" if exc is None else f"connection lost: {exc}")
-
-    def pause_writing(self) -> None:
-        if self.out is not None:
-            self.out.writing_paused()
-
-    def resume_writing(self) -> None:
-        if self.out is not None:
-            self.out.writing_resumed()
 
     # -- protocol operations -----------------------------------------------------------------
 
@@ -228,12 +198,6 @@ class Client(asyncio.Protocol):
 
     # -- output ------------------------------------------------------------------------------
 
-    def send(self, frame: bytes) -> None:
-        """Queue a protocol frame to this client."""
-        out = self.out
-        if out is not None and not self.closed:
-            out.write(frame)
-
     def deliver(self, sub: Subscription, subj: bytes, reply: bytes | None, payload: bytes, hdrs: bytes | None) -> None:
         """Send one message to one of this client's subscriptions, honouring its max."""
         if self.closed:
@@ -253,50 +217,15 @@ class Client(asyncio.Protocol):
         if self.subs.pop(sub.sid, None) is sub:
             self.router.unsubscribe(sub)
 
-    # -- keepalive ---------------------------------------------------------------------------
+    # -- keepalive and closing ---------------------------------------------------------------
 
-    def _ping_due(self) -> None:
-        settings = self.router.settings
-        self._ping_timer = None
-        if self.closed:
-            return
-        idle = time.time() - self.last_activity
-        if self.pings_out or idle >= settings.ping_interval or not self.info_ready:
-            if self.pings_out + 1 > settings.ping_max:
-                self.close("stale connection", error="Stale Connection")
-                return
-            self.pings_out += 1
-            self.send(PING)
-        self._ping_timer = self._loop.call_later(settings.ping_interval, self._ping_due)
+    def _ping_early(self) -> bool:
+        return not self.info_ready  # the first PING comes first_ping_delay after connect
 
-    # -- closing -----------------------------------------------------------------------------
+    def _on_slow(self) -> None:
+        self.router.slow_consumer(self)
 
-    def _slow(self, why: str) -> None:
-        """Cut a slow consumer at once: no -ERR (as nats-server), buffered output dropped."""
-        if not self.closed:
-            self.router.slow_consumer(self)
-            self._release(f"slow consumer: {why}")
-            self.transport.abort()
-
-    def close(self, reason: str, error: str | None = None) -> None:
-        """Flush what is queued (plus ``-ERR 'error'`` if given) and close the connection."""
-        if self.closed:
-            return
-        if error is not None:
-            self.send(encode.err(error))
-        self.out.flush()
-        self._release(reason)
-        self.transport.close()
-
-    def _release(self, reason: str) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        if self._ping_timer is not None:
-            self._ping_timer.cancel()
-            self._ping_timer = None
-        if self.out is not None:
-            self.out.close()
+    def _released(self, reason: str) -> None:
         for sub in list(self.subs.values()):
             self.router.unsubscribe(sub)
         self.subs.clear()

@@ -1,4 +1,5 @@
-"""Monitoring HTTP endpoint (``-m/--http-port``): /healthz, /varz, /connz in nats-server's JSON shape.
+"""Monitoring HTTP endpoint (``-m/--http-port``): /healthz, /varz, /connz in nats-server's JSON shape
+(app.py adds /raftz and /routez).
 
 A deliberately small HTTP/1.1 responder (GET only, one request per connection) on the broker's
 event loop; it reads server state through the ``Server`` methods and never changes it.
@@ -52,8 +53,13 @@ class Monitor:
             return 503, {"status": "unavailable", "error": "lame duck mode"}
         return 200, {"status": "ok"}
 
+    @staticmethod
+    def flag(query: dict[str, list[str]], name: str) -> bool:
+        """A boolean query parameter (``?subs=1``) as nats-server reads it."""
+        return query.get(name, ["0"])[0] in ("1", "true", "detail")
+
     def _connz(self, query: dict[str, list[str]]) -> tuple[int, dict]:
-        subs = query.get("subs", ["0"])[0] in ("1", "true", "detail")
+        subs = self.flag(query, "subs")
         try:
             offset = int(query.get("offset", ["0"])[0])
             limit = int(query.get("limit", ["1024"])[0])

@@ -13,9 +13,8 @@ import logging
 import os
 import random
 import secrets
-import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Protocol
 
 from mq9cluster import __version__
@@ -23,6 +22,7 @@ from mq9cluster.config import Settings
 from mq9cluster.errors import PermissionDenied
 from mq9cluster.protocol import encode, headers
 from mq9cluster.server.client import Client, Subscription
+from mq9cluster.server.connection import rfc3339
 from mq9cluster.server.sublist import Sublist
 
 log = logging.getLogger("mq9cluster.server")
@@ -41,6 +41,19 @@ class MailboxGateway(Protocol):
     def subscribe(self, sub: Subscription) -> bool:
         """True if the mailbox layer delivers ``sub``, False for plain NATS; PermissionDenied to refuse."""
     def unsubscribe(self, sub: Subscription) -> None: ...
+
+
+class Peers(Protocol):
+    """What the server needs from the route layer (routes.py): interest out, messages out."""
+
+    def interest(self, subject: bytes, queue: bytes | None, delta: int) -> None:
+        """A local plain-NATS subscription came (+1) or went (-1)."""
+    def forward(self, subject: bytes, reply: bytes | None, payload: bytes, hdrs: bytes | None,
+                served: Collection[bytes]) -> int:
+        """Send a local publish to the peers with interest (queue groups in ``served`` had a local
+        member); how many peers got it."""
+    def enter_lame_duck(self) -> None: ...
+    def varz(self) -> dict: ...
 
 
 def new_server_id() -> str:
@@ -65,6 +78,7 @@ class Server:
     def __init__(self, settings: Settings, gateway: MailboxGateway | None = None) -> None:
         self.settings = settings
         self.gateway = gateway
+        self.peers: Peers | None = None  # the route layer, when this node is in a cluster
         self.server_id = new_server_id()
         self.sublist = Sublist()
         self.clients: dict[int, Client] = {}
@@ -75,6 +89,7 @@ class Server:
         self.stopped = asyncio.Event()
         self._next_cid = 0
         self._listener: asyncio.base_events.Server | None = None
+        self._port = 0
         self._info_base: dict = {}
         self._random = random.Random()
 
@@ -87,6 +102,7 @@ class Server:
             self._new_client, self.settings.host, self.settings.port,
             reuse_address=True, backlog=1024,
         )
+        self._port = self._listener.sockets[0].getsockname()[1]
         self._info_base = {
             "server_id": self.server_id,
             "server_name": self.settings.server_name,
@@ -102,9 +118,9 @@ class Server:
 
     @property
     def port(self) -> int:
-        """The bound client port (differs from the setting when that is 0)."""
-        assert self._listener is not None
-        return self._listener.sockets[0].getsockname()[1]
+        """The bound client port (differs from the setting when that is 0); kept after the listener
+        closes (lame duck), when /varz and the client URL still need it."""
+        return self._port
 
     async def shutdown(self) -> None:
         """Stop accepting, flush and close every client, and mark the server stopped."""
@@ -123,6 +139,8 @@ class Server:
         self.lame_duck = True
         if self._listener is not None:
             self._listener.close()
+        if self.peers is not None:
+            self.peers.enter_lame_duck()
         others = [url for url in self.connect_urls if url != self.client_url]
         notice = encode.info({**self._info_base, "ldm": True, "connect_urls": others})
         for client in self.clients.values():
@@ -141,10 +159,7 @@ class Server:
     @property
     def client_url(self) -> str:
         """This node's ``host:port`` as other nodes and clients reach it."""
-        host = self.settings.host
-        if host in ("0.0.0.0", "::"):
-            host = socket.gethostname()
-        return f"{host}:{self.port}"
+        return self.settings.client_url(self.port)
 
     def set_connect_urls(self, urls: Iterable[str]) -> None:
         """New cluster membership: remember the URLs and tell clients that can take async INFO."""
@@ -198,14 +213,16 @@ class Server:
             if sub.mailbox:
                 return None
         self.sublist.insert(sub)
+        if self.peers is not None and not sub.subject.startswith(MQ9_PREFIX):
+            self.peers.interest(sub.subject, sub.queue, 1)
         return None
 
     def unsubscribe(self, sub: Subscription) -> None:
         """Drop a subscription from the index (or from the mailbox layer)."""
         if sub.mailbox:
             self.gateway.unsubscribe(sub)
-        else:
-            self.sublist.remove(sub)
+        elif self.sublist.remove(sub) and self.peers is not None and not sub.subject.startswith(MQ9_PREFIX):
+            self.peers.interest(sub.subject, sub.queue, -1)
 
     def reply(self, subject: bytes, payload: bytes) -> None:
         """Publish a message the broker itself originates (mailbox replies) as plain NATS."""
@@ -224,24 +241,44 @@ class Server:
             self._no_responders(origin, reply)
 
     def _route(self, subj: bytes, reply: bytes | None, payload: bytes, hdrs: bytes | None,
-               skip: Client | None) -> int:
-        """Deliver through the subject index, passing over ``skip``'s subscriptions; how many got it."""
+               skip: Client | None, routed: Collection[bytes] | None = None) -> int:
+        """Deliver to every plain subscription (passing over ``skip``'s) and one member of each
+        queue group, then to the peers with interest; how many subscriptions and peers got it.
+
+        ``routed`` is given for a message a peer forwarded: only those queue groups are served
+        here, and the message goes no further. ``$mq9.`` subjects stay on this node.
+        """
         result = self.sublist.match(subj)
         delivered = 0
         for sub in result.plain:
             if sub.client is not skip:
                 sub.client.deliver(sub, subj, reply, payload, hdrs)
                 delivered += 1
+        served: list[bytes] | None = None
         for group in result.queues:
+            if routed is not None and group[0].queue not in routed:
+                continue
             members = [s for s in group if not s.client.closed and s.client is not skip]
             if members:
                 sub = members[0] if len(members) == 1 else self._random.choice(members)
                 sub.client.deliver(sub, subj, reply, payload, hdrs)
                 delivered += 1
+                if self.peers is not None:  # the peers are not offered a group served here
+                    if served is None:
+                        served = []
+                    served.append(sub.queue)
         if delivered:
             self.stats.out_msgs += delivered
             self.stats.out_bytes += delivered * len(payload)
+        if routed is None and self.peers is not None and not subj.startswith(MQ9_PREFIX):
+            delivered += self.peers.forward(subj, reply, payload, hdrs, served or ())
         return delivered
+
+    def deliver_routed(self, subj: bytes, reply: bytes | None, queues: Collection[bytes], payload: bytes,
+                       hdrs: bytes | None) -> None:
+        """A message a peer node forwarded: to this node's plain subscriptions and to one member of
+        each of the named queue groups; never forwarded again."""
+        self._route(subj, reply, payload, hdrs, None, queues)
 
     def _no_responders(self, origin: Client, reply: bytes) -> None:
         """Send the 503 status to the requester through its own plain subscription on ``reply``."""
@@ -273,8 +310,8 @@ class Server:
             "ping_interval": int(s.ping_interval * 1e9),
             "ping_max": s.ping_max,
             "write_deadline": int(s.write_deadline * 1e9),
-            "start": _rfc3339(self.started),
-            "now": _rfc3339(now),
+            "start": rfc3339(self.started),
+            "now": rfc3339(now),
             "uptime": f"{int(now - self.started)}s",
             "connections": len(self.clients),
             "total_connections": st.total_connections,
@@ -287,6 +324,7 @@ class Server:
             "cores": os.cpu_count(),
             "connect_urls": self.connect_urls,
             "lame_duck_mode": self.lame_duck,
+            **(self.peers.varz() if self.peers is not None else {"routes": 0}),
         }
 
     def connz(self, subs: bool = False, offset: int = 0, limit: int = 1024) -> dict:
@@ -297,12 +335,8 @@ class Server:
         conns = []
         for c in page:
             entry = {
-                "cid": c.cid, "ip": c.ip, "port": c.port,
-                "start": _rfc3339(c.started), "last_activity": _rfc3339(c.last_activity),
-                "uptime": f"{int(now - c.started)}s",
+                "cid": c.cid, **c.monitor_fields(now),
                 "pending_bytes": c.out.pending() if c.out else 0,
-                "in_msgs": c.in_msgs, "out_msgs": c.out_msgs,
-                "in_bytes": c.in_bytes, "out_bytes": c.out_bytes,
                 "subscriptions": len(c.subs),
                 "name": c.name, "lang": c.lang, "version": c.version,
             }
@@ -310,11 +344,7 @@ class Server:
                 entry["subscriptions_list"] = [s.subject.decode(errors="replace") for s in c.subs.values()]
             conns.append(entry)
         return {
-            "server_id": self.server_id, "now": _rfc3339(now),
+            "server_id": self.server_id, "now": rfc3339(now),
             "num_connections": len(conns), "total": len(clients),
             "offset": offset, "limit": limit, "connections": conns,
         }
-
-
-def _rfc3339(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1e6):06d}Z"

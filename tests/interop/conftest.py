@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,31 @@ def server(request: pytest.FixtureRequest, tmp_path: Path):
             print(f"--- {broker.kind} output ---\n{broker.output()}")
 
 
+@pytest.fixture(params=("nats-server", "mq9cluster"))
+def mesh(request: pytest.FixtureRequest, tmp_path: Path):
+    """Two brokers of each kind joined by a route (both take nats-server's --cluster/--routes)."""
+    nodes = [Broker(request.param, tmp_path) for _ in range(2)]
+    for node, other in zip(nodes, reversed(nodes)):
+        node.extra_args = ["--cluster", f"nats://{node.cluster_addr}", "--routes", f"nats://{other.cluster_addr}"]
+        if node.kind == "nats-server":
+            node.extra_args += ["--cluster_name", "interop"]
+    try:
+        for node in nodes:
+            node.start()
+        deadline = time.monotonic() + 10
+        while any(node.http_json("/routez")["num_routes"] != 1 for node in nodes):
+            assert time.monotonic() < deadline, "the two nodes did not connect"
+            time.sleep(0.05)
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            for node in nodes:
+                print(f"--- {node.kind} {node.port} output ---\n{node.output()}")
+
+
 class Driver:
     """An external client program run as `ARGV... SCENARIO URL` (exit 0 = every assertion held).
 
@@ -75,9 +101,9 @@ class Driver:
         self.name = name
         self.argv = argv
 
-    def run(self, scenario: str, server: Broker) -> None:
+    def run(self, scenario: str, server: Broker, url: str | None = None) -> None:
         proc = subprocess.Popen(
-            [*self.argv, scenario, server.url],
+            [*self.argv, scenario, url or server.url],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -49,8 +49,10 @@ class Broker:
         self.port = free_port()
         self.http_port = free_port()
         self.raft_port = free_port()
+        self.cluster_port = free_port()  # used only when extra_args pass --cluster cluster_addr
         self.url = f"nats://127.0.0.1:{self.port}"
         self.raft_addr = f"127.0.0.1:{self.raft_port}"
+        self.cluster_addr = f"127.0.0.1:{self.cluster_port}"
         self.extra_args = list(extra_args or [])
         self.workdir = workdir
         self.log_path = workdir / f"{kind}-{self.port}.log"

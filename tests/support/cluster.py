@@ -1,4 +1,5 @@
-"""A real mq9cluster cluster for tests: N broker processes on loopback forming one Raft group."""
+"""A real mq9cluster cluster for tests: N broker processes on loopback forming one Raft group and
+one full mesh of routes (core NATS between the nodes)."""
 
 from __future__ import annotations
 
@@ -13,18 +14,22 @@ LEADER_TIMEOUT = 10.0
 
 
 class Cluster:
-    """``size`` mq9cluster processes, each given the others' Raft addresses with ``--peers``."""
+    """``size`` mq9cluster processes, each given every member's Raft address (``--peers``) and
+    route address (``--routes``)."""
 
     def __init__(self, workdir: Path, size: int = 3, extra_args: list[str] | None = None) -> None:
         self.nodes = [Broker("mq9cluster", workdir) for _ in range(size)]
         peers = ",".join(node.raft_addr for node in self.nodes)
+        routes = ",".join(node.cluster_addr for node in self.nodes)
         for node in self.nodes:
-            node.extra_args = ["--peers", peers, "--node-id", f"n{node.port}", *(extra_args or [])]
+            node.extra_args = ["--peers", peers, "--node-id", f"n{node.port}",
+                               "--cluster", node.cluster_addr, "--routes", routes, *(extra_args or [])]
 
     def start(self) -> Cluster:
         for node in self.nodes:
             node.start()
         self.wait_leader()
+        self.wait_routes()
         return self
 
     def stop(self) -> None:
@@ -37,6 +42,18 @@ class Cluster:
 
     def running(self) -> list[Broker]:
         return [node for node in self.nodes if node.proc is not None]
+
+    def wait_routes(self, timeout: float = LEADER_TIMEOUT) -> None:
+        """Until every running node has a route to every other running node."""
+        deadline = time.monotonic() + timeout
+        while True:
+            want = len(self.running()) - 1
+            counts = [node.http_json("/routez")["num_routes"] for node in self.running()]
+            if all(count == want for count in counts):
+                return
+            if time.monotonic() > deadline:
+                pytest.fail(f"routes not meshed after {timeout} s: {counts} (want {want} each)")
+            time.sleep(0.05)
 
     def raft_status(self, node: Broker) -> dict | None:
         """The node's ``/raftz``, or None if it does not answer."""

@@ -235,6 +235,42 @@ const scenarios = {
     check(nc.isClosed(), "connection open after drain");
     await pub.close();
   },
+
+  async cluster() {
+    // URL names two nodes of one cluster, "nats://A,nats://B"; each client talks to one of them.
+    const [urlA, urlB] = url.split(",");
+    const a = await connect({ ...OPTS, servers: urlA });
+    const b = await connect({ ...OPTS, servers: urlB });
+    const dec = new TextDecoder();
+    const workers = [collect(a, "cluster.work", { queue: "w" }), collect(b, "cluster.work", { queue: "w" })];
+    b.subscribe("cluster.svc", { callback: (err, m) => m.respond(enc.encode(`b:${dec.decode(m.data)}`)) });
+    const heard = collect(b, "cluster.>"); // subscribed last: once a's node has this, it has all of b's
+    await b.flush();
+    await until(() => {
+      a.publish("cluster.probe");
+      return heard.length > 0;
+    }, "interest of b's subscriptions on a's node", 10000);
+    const N = 100;
+    for (let i = 0; i < N; i++) a.publish("cluster.data", enc.encode(String(i)));
+    await until(() => heard.filter((m) => m.subject === "cluster.data").length >= N, "data from a on b");
+    for (let i = 0; i < 2 * N; i++) (i % 2 ? a : b).publish("cluster.work", enc.encode(String(i)));
+    await until(() => workers[0].length + workers[1].length >= 2 * N, "queue group deliveries");
+    const reply = await a.request("cluster.svc", enc.encode("ping"), { timeout: 5000 });
+    eq(dec.decode(reply.data), "b:ping", "reply from the other node");
+    try {
+      await a.request("nobody.home", enc.encode(""), { timeout: 5000 });
+      check(false, "request nobody listens to was answered");
+    } catch (e) {
+      eq(e.code, ErrorCode.NoResponders, "error of a request nobody in the cluster listens to");
+    }
+    await sleep(200); // nothing late: no duplicates
+    const data = heard.filter((m) => m.subject === "cluster.data").map((m) => dec.decode(m.data));
+    eq(data, [...Array(N).keys()].map(String), "each message once, in order, on the other node");
+    const work = [...workers[0], ...workers[1]].map((m) => Number(dec.decode(m.data))).sort((x, y) => x - y);
+    eq(work, [...Array(2 * N).keys()], "each queue message once across the cluster");
+    await a.close();
+    await b.close();
+  },
 };
 
 const run = scenarios[scenario];
