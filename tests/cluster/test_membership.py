@@ -44,10 +44,14 @@ def test_join_then_lose_two_original_members_then_leave(cluster, tmp_path) -> No
 
     address = run(write())
 
-    # join a fourth node through a follower's Raft address: it catches up, then serves reads
-    d = Broker("mq9cluster", tmp_path, ["--seed", b.raft_addr, "--node-id", "d"], subcommand="join").start()
+    # join a fourth node through a follower's Raft address (and one seed route): it catches up,
+    # meshes with every node and then serves reads
+    d = Broker("mq9cluster", tmp_path, subcommand="join")
+    d.extra_args = ["--seed", b.raft_addr, "--node-id", "d", "--cluster", d.cluster_addr, "--routes", b.cluster_addr]
+    d.start()
     group.nodes.append(d)
     wait_caught_up(group, d)
+    group.wait_routes()
     members = status(a)
     assert sorted(members) == sorted(n.raft_addr for n in (a, b, c, d))
     assert all(row["lag"] == 0 and row["role"] in ("leader", "follower") for row in members.values()), members
