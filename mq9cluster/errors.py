@@ -45,6 +45,14 @@ class NotLeader(ProposalFailed):
         self.leader_hint = leader_hint
 
 
+class NoQuorum(NotLeader):
+    """This node has known no leader for ``RaftTuning.leader_wait``: it is cut off from its quorum
+    (or elections keep failing), so it refuses at once instead of letting the request wait."""
+
+    def __init__(self, reason: str, *, maybe_applied: bool) -> None:
+        super().__init__(reason, None, maybe_applied=maybe_applied)
+
+
 class SnapshotCorrupt(Mq9Error):
     """A snapshot file is truncated, foreign or fails its checksum."""
 
