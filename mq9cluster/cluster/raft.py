@@ -96,6 +96,7 @@ MAX_ENTRY_BYTES = 1 << 20
 _APPEND_ENTRIES_BATCH_BYTES = 4 << 20
 _DISABLED = 1 << 62  # "never" for pysyncobj's compaction thresholds
 _EXPIRY_SCAN_INTERVAL = 0.01
+_BARRIER_RETRY_PAUSE = 0.01
 _NO_QUORUM = -1  # our own outcome code next to pysyncobj's FAIL_REASON values
 # pysyncobj's (serializer.py L85, L176) and ours (_write_snapshot, _read_snapshot).
 _SNAPSHOT_TEMPORARIES = (".tmp", ".1.tmp", ".tmp.state", ".state")
@@ -568,8 +569,12 @@ class RaftNode:
 
         Proven through a quorum: a no-op goes through the log and is applied here. Barriers that
         arrive while a no-op is in flight share the next one (the one in flight may have been
-        appended before they began), so there are at most two no-ops per round trip. Fails like
-        ``propose_async``; retry or refuse the read. All callers must use one event loop.
+        appended before they began), so there are at most two no-ops per round trip. A no-op that
+        fails (a leader change discarded it, or it was forwarded to a leader that died) is proposed
+        again: it changes nothing, so retrying is always safe. Fails with ``NoQuorum`` once this
+        node has known no leader for ``leader_wait``, and with ``ProposalFailed`` after
+        ``propose_timeout``; refuse the read then, or retry later. All callers must use one event
+        loop.
         """
         group = self._barrier_next
         if group is None:
@@ -582,8 +587,21 @@ class RaftNode:
         group, self._barrier_next = self._barrier_next, None
         assert group is not None
         self._barrier_flying = True
-        flight = asyncio.ensure_future(self.propose_async(NOOP_ENTRY))
+        flight = asyncio.ensure_future(self._barrier_flight())
         flight.add_done_callback(functools.partial(self._barrier_landed, group))
+
+    async def _barrier_flight(self) -> None:
+        deadline = time.monotonic() + self._tuning.propose_timeout
+        while True:
+            try:
+                await self.propose_async(NOOP_ENTRY, timeout=max(deadline - time.monotonic(), 0.001))
+                return
+            except NoQuorum:
+                raise
+            except ProposalFailed:
+                if self._stopped or time.monotonic() >= deadline:
+                    raise
+            await asyncio.sleep(_BARRIER_RETRY_PAUSE)
 
     def _barrier_landed(self, group: asyncio.Future[None], flight: asyncio.Future[Any]) -> None:
         self._barrier_flying = False
