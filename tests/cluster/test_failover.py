@@ -40,6 +40,18 @@ def assert_priority_order(got: list[Delivered]) -> None:
     assert all(payload_level(d.payload) == d.level for d in got), "a message under the wrong priority"
 
 
+async def assert_serves(url: str, address: str, stored: dict[int, bytes]) -> None:
+    """``url``'s LIST and a fresh subscription's replay hold exactly ``stored``, in priority order."""
+    nc = await nats.connect(url)
+    try:
+        assert sorted(await list_ids(nc, address)) == sorted(stored)
+    finally:
+        await nc.close()
+    replayed = await replay(url, address, len(stored))
+    assert_priority_order(replayed)
+    assert {d.msg_id: d.payload for d in replayed} == stored
+
+
 async def to_thread(fn, *args):
     """The cluster helpers block (sleep, HTTP): keep the event loop and nats-py running."""
     return await asyncio.to_thread(fn, *args)
@@ -73,11 +85,8 @@ def test_writes_through_each_node_are_read_on_every_node(cluster) -> None:
             for i, nc in enumerate(clients):
                 for payload in make_payloads(3, tag=f"node{i}"):
                     sent[(await request(nc, subject(address, payload_level(payload)), payload))["msg_id"]] = payload
-            for nc, url in zip(clients, group.urls):
-                assert sorted(await list_ids(nc, address)) == sorted(sent)
-                got = await replay(url, address, len(sent))
-                assert_priority_order(got)
-                assert {d.msg_id: d.payload for d in got} == sent
+            for url in group.urls:
+                await assert_serves(url, address, sent)
         finally:
             for nc in clients:
                 await nc.close()
@@ -141,11 +150,8 @@ def test_leader_kill_under_load_loses_no_acked_send(cluster) -> None:
                   f"{len(got) - len(set(got.values()))} extra copies from retries")
 
             await to_thread(group.wait_applied)
-            for nc, url in ((pnc, producer_node.url), (rnc, reader_node.url)):
-                assert sorted(await list_ids(nc, address)) == sorted(got)
-                replayed = await replay(url, address, len(got))
-                assert_priority_order(replayed)
-                assert {d.msg_id: d.payload for d in replayed} == got
+            for node in (producer_node, reader_node):
+                await assert_serves(node.url, address, got)
 
             # The killed node comes back on its data dir, catches up without applying anything
             # twice and serves everything.
@@ -153,14 +159,7 @@ def test_leader_kill_under_load_loses_no_acked_send(cluster) -> None:
             await to_thread(leader.start)
             await to_thread(group.wait_applied)
             print(f"  restarted node caught up in {time.monotonic() - restarted_at:.2f} s")
-            onc = await nats.connect(leader.url)
-            try:
-                assert sorted(await list_ids(onc, address)) == sorted(got)
-            finally:
-                await onc.close()
-            replayed = await replay(leader.url, address, len(got))
-            assert_priority_order(replayed)
-            assert {d.msg_id: d.payload for d in replayed} == got
+            await assert_serves(leader.url, address, got)
         finally:
             for nc in (pnc, lnc, rnc):
                 await nc.close()
