@@ -52,6 +52,14 @@ class NodeStopped(ProposalFailed):
         super().__init__(reason, maybe_applied=maybe_applied)
 
 
+class NoQuorum(NotLeader):
+    """This node has known no leader for ``RaftTuning.leader_wait``: it is cut off from its quorum
+    (or elections keep failing), so it refuses at once instead of letting the request wait."""
+
+    def __init__(self, reason: str, *, maybe_applied: bool) -> None:
+        super().__init__(reason, None, maybe_applied=maybe_applied)
+
+
 class ClusterAdminError(Mq9Error):
     """A membership or status command could not be carried out; the message says where and why."""
 

@@ -11,11 +11,12 @@ it reaches ``max_ops`` or ``max_bytes``. While ``max_in_flight`` batches are in 
 leaves: operations keep collecting and go out together as soon as one lands (natural batching:
 the slower Raft is, the larger the entries).
 
-Retry: a batch whose proposal failed at the Raft level (no leader, leader changed, timeout) is
+Retry: a batch whose proposal failed at the Raft level (leader changed, timeout, discarded) is
 proposed again, the same bytes under the same proposal id, every ``retry_interval`` until
 ``retry_for`` seconds passed. The id makes the retry safe when the first attempt did commit after
 all: the state machine applies an id once (see the store's dedup window), so a client request is
-never appended twice. Only when the budget runs out (or this node stops) do the operations fail.
+never appended twice. Only when the budget runs out, this node stops or it has no quorum
+(``NoQuorum``: refusing at once is the point) do the operations fail.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any, Protocol
 import msgpack
 
 from mq9cluster.cluster.raft import Op
-from mq9cluster.errors import NodeStopped, ProposalFailed
+from mq9cluster.errors import NodeStopped, NoQuorum, ProposalFailed
 
 log = logging.getLogger(__name__)
 
@@ -179,8 +180,8 @@ class GroupCommitter:
         while True:
             try:
                 return await self._raft.propose_async(entry)
-            except NodeStopped:
-                raise
+            except (NodeStopped, NoQuorum):
+                raise  # nothing to wait for on this node: the client should go to another
             except ProposalFailed as exc:
                 if self._closed or loop.time() + self._retry_interval >= give_up:
                     raise

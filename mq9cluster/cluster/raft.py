@@ -31,6 +31,16 @@ pysyncobj behaviour relied on (``pysyncobj/syncobj.py`` of 0.3.17):
   (L1246). Callbacks run before L725: one that raises makes the entry apply again, so ours never
   raise.
 - Method ids come from the sorted names of replicated methods (L226-255).
+- With ``commandsWaitLeader=False`` a tick fails every queued proposal with ``MISSING_LEADER``
+  while no leader is known (L505-507, L568-569), on the tick thread; such a proposal was never
+  appended anywhere. A leader's own proposals wait in ``__commandsWaitingCommit`` (idx -> [(term,
+  callback)], L530) until their index is applied; a leader that hears from no quorum for
+  ``leaderFallbackTimeout`` becomes a follower with no leader and the same term (L676-683),
+  leaving them there. A follower's forwarded proposals wait in ``__commandsWaitingReply`` (L560)
+  until the leader answers or the leader changes (L1246); a forward to a leader it has no
+  connection to is dropped (transport.py L568).
+- A follower starts an election only while connected to some peer (L635): one whose peers are
+  all gone keeps its dead leader as leader forever.
 - Pipelined AppendEntries trip two pysyncobj flaws (L1079-1082, L991-1006): see ``_Transport``.
 - With a custom serializer the snapshot is written synchronously on the tick thread into
   ``fullDumpFile + '.tmp'`` and renamed over ``fullDumpFile`` (serializer.py L84-97); the
@@ -62,7 +72,7 @@ from pysyncobj.pipe_notifier import PipeNotifier
 from pysyncobj.transport import TCPTransport
 
 from mq9cluster.cluster.journal import install_durable_journal
-from mq9cluster.errors import NodeStopped, NotLeader, ProposalFailed, SnapshotCorrupt
+from mq9cluster.errors import NodeStopped, NoQuorum, NotLeader, ProposalFailed, SnapshotCorrupt
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +97,8 @@ MAX_ENTRY_BYTES = 1 << 20
 _APPEND_ENTRIES_BATCH_BYTES = 4 << 20
 _DISABLED = 1 << 62  # "never" for pysyncobj's compaction thresholds
 _EXPIRY_SCAN_INTERVAL = 0.01
+_BARRIER_RETRY_PAUSE = 0.01
+_NO_QUORUM = -1  # our own outcome code next to pysyncobj's FAIL_REASON values
 # pysyncobj's (serializer.py L85, L176) and ours (_write_snapshot, _read_snapshot).
 _SNAPSHOT_TEMPORARIES = (".tmp", ".1.tmp", ".tmp.state", ".state")
 
@@ -102,6 +114,7 @@ class RaftTuning:
     election_timeout_min: float = 0.3  # > 3 heartbeats (pysyncobj asserts it)
     election_timeout_max: float = 0.6
     leader_fallback: float = 1.0  # a leader without a quorum's answers steps down after this
+    leader_wait: float = 1.0  # a proposal waits this long for a leader; a node leaderless this long refuses
     connection_timeout: float = 2.0
     reconnect_interval: float = 0.1  # < election_timeout_min: a restarted peer hears the leader first
     propose_timeout: float = 5.0
@@ -174,6 +187,10 @@ class _Waiters:
         with self._lock:
             late = [token for token, (deadline, _) in self._items.items() if deadline <= now]
             return [self._items.pop(token)[1] for token in late]
+
+    def alive(self, token: int) -> bool:
+        with self._lock:
+            return token in self._items
 
     def drain(self) -> list[Done]:
         with self._lock:
@@ -253,6 +270,19 @@ class _ReplicatedLog(SyncObj):
         # pysyncobj increments raftLastApplied only after this returns (syncobj.py L718-725).
         return self._on_apply(self.raftLastApplied + 1, entry)
 
+    def awaiting_outcome(self) -> list[Callable[[Any, int], None]]:
+        """Outcome callbacks of proposals that may be in the log: appended and not applied yet, or
+        forwarded to the leader (tick thread only)."""
+        waiting = self._SyncObj__commandsWaitingCommit
+        forwarded = self._SyncObj__commandsWaitingReply
+        return [callback for subscribers in list(waiting.values()) for _, callback in subscribers] + list(
+            forwarded.values())
+
+    def leader_reachable(self) -> bool:
+        """A leader is known and is this node or connected to it."""
+        leader = self._getLeader()
+        return leader is not None and (leader == self.selfNode or self.isNodeConnected(leader))
+
 
 class RaftNode:
     """One Raft member: propose bytes, get the state machine's result once applied here."""
@@ -297,6 +327,13 @@ class RaftNode:
         self._enqueued_lock = threading.Lock()
         self._barrier_next: asyncio.Future[None] | None = None
         self._barrier_flying = False
+        # Proposals kept back for want of a reachable leader (any thread, under the lock); since
+        # when no leader is reachable (tick thread; None while one is; a starting node gets its
+        # first election's time on top).
+        self._parked: dict[int, bytes] = {}
+        self._parked_lock = threading.Lock()
+        self._leaderless_since: float | None = time.monotonic() + tuning.election_timeout_max
+        self._refusing = False
         raft_dir = os.path.join(data_dir, "raft")
         os.makedirs(raft_dir, exist_ok=True)
         for stale in _SNAPSHOT_TEMPORARIES:  # left by a crash while a snapshot was written or read
@@ -324,7 +361,7 @@ class RaftNode:
             connectionTimeout=t.connection_timeout,
             connectionRetryTime=t.reconnect_interval,
             commandsQueueSize=100_000,
-            commandsWaitLeader=True,  # queue during elections; our deadline bounds the wait
+            commandsWaitLeader=False,  # we keep proposals during elections (_parked), bounded
             dynamicMembershipChange=True,
             bindAddress=self.address,  # pysyncobj would otherwise bind 0.0.0.0
             maxBindRetries=1,  # fail at once if the port is taken (0 = spin forever)
@@ -361,10 +398,12 @@ class RaftNode:
         try:
             while not self._stopping:
                 before = progress()
+                led, term = obj._isLeader(), obj.raftCurrentTerm
                 obj.doTick(0.0)
                 if self._failure is not None:  # a snapshot failed to load (pysyncobj logs only)
                     raise self._failure
                 now = time.monotonic()
+                self._follow_leader(now, stepped_down=led and not obj._isLeader() and obj.raftCurrentTerm == term)
                 if now >= next_expiry:  # a scan of every waiter: not on every tick
                     self._expire(now)
                     next_expiry = now + _EXPIRY_SCAN_INTERVAL
@@ -399,6 +438,50 @@ class RaftNode:
             logger.critical("raft %s: apply of entry %d failed: a bug, stopping", self.address, index)
             raise
 
+    def _follow_leader(self, now: float, stepped_down: bool) -> None:
+        """Hand parked proposals to a reachable leader; refuse everything once leaderless too long.
+
+        A known leader this node has no connection to counts as none. A leader that stepped down
+        for want of a quorum (same term, no leader) has already waited ``leader_fallback`` and
+        refuses at once. Parked proposals were never appended: they fail with
+        ``maybe_applied=False``. Proposals appended here or forwarded may still commit once a
+        leader is heard again: they fail with ``maybe_applied=True``.
+        """
+        if self._obj.leader_reachable():
+            self._leaderless_since, self._refusing = None, False
+            for token, entry in self._unpark().items():
+                if self._waiters.alive(token):
+                    self._hand_over(token, entry)
+            return
+        wait = self._tuning.leader_wait
+        if self._leaderless_since is None:
+            self._leaderless_since = now - wait if stepped_down else now
+        if not self._refusing:
+            if now - self._leaderless_since < wait:
+                return
+            self._refusing = True
+            logger.warning("raft %s: no leader for %.1f s, refusing proposals and reads until one is known",
+                           self.address, now - self._leaderless_since)
+            for callback in self._obj.awaiting_outcome():
+                self._call(callback, None, _NO_QUORUM)
+        for token in self._unpark():
+            done = self._waiters.pop(token)
+            if done is not None:
+                self._call(done, None, self._no_quorum(maybe_applied=False))
+
+    def _park(self, token: int, entry: bytes) -> None:
+        with self._parked_lock:
+            self._parked[token] = entry
+
+    def _unpark(self) -> dict[int, bytes]:
+        with self._parked_lock:
+            parked, self._parked = self._parked, {}
+        return parked
+
+    def _no_quorum(self, maybe_applied: bool) -> NoQuorum:
+        return NoQuorum(f"no leader known for {self._tuning.leader_wait} s: this node is cut off from its "
+                        "quorum or an election is failing", maybe_applied=maybe_applied)
+
     def _expire(self, now: float) -> None:
         for done in self._waiters.expired(now):
             self._call(done, None, ProposalFailed("proposal timed out", maybe_applied=True))
@@ -414,16 +497,21 @@ class RaftNode:
         except Exception:  # an outcome callback must never break pysyncobj's apply loop
             logger.exception("raft: proposal outcome callback failed")
 
-    def _on_result(self, token: int, result: Any, reason: int) -> None:
+    def _on_result(self, token: int, entry: bytes, result: Any, reason: int) -> None:
+        if reason == FAIL_REASON.MISSING_LEADER and not self._refusing and self._waiters.alive(token):
+            self._park(token, entry)  # never appended: kept for the next leader
+            return
         done = self._waiters.pop(token)
         if done is not None:
             self._call(done, result, None if reason == FAIL_REASON.SUCCESS else self._error(reason))
 
     def _error(self, reason: int) -> ProposalFailed:
+        if reason == _NO_QUORUM:
+            return self._no_quorum(maybe_applied=True)
+        if reason == FAIL_REASON.MISSING_LEADER:
+            return self._no_quorum(maybe_applied=False)
         leader = self._obj._getLeader()
         hint = None if leader is None else leader.id
-        if reason == FAIL_REASON.MISSING_LEADER:
-            return NotLeader("no leader", hint, maybe_applied=False)
         if reason == FAIL_REASON.NOT_LEADER:
             return NotLeader("forwarded to a node that is no longer leader", hint, maybe_applied=False)
         if reason == FAIL_REASON.LEADER_CHANGED:
@@ -451,12 +539,21 @@ class RaftNode:
             if self._waiters.pop(token) is not None:
                 self._call(done, None, NodeStopped(maybe_applied=False))
             return
-        self._obj.apply(entry, callback=functools.partial(self._on_result, token))
+        self._hand_over(token, entry)
         # pysyncobj's own wake-up is lost if its pipe byte is drained by the poll that ends a tick
-        # after that tick took the queued commands: count, then wake (see _run).
+        # after that tick took the queued commands: count (_hand_over), then wake (see _run).
+        self._wakeup.notify()
+
+    def _hand_over(self, token: int, entry: bytes) -> None:
+        """Queue ``entry`` in pysyncobj, its outcome going to ``token``'s waiter, or park it while
+        no leader is reachable (pysyncobj would forward it into a closed connection). Any thread:
+        pysyncobj's state read here may be a moment old, which costs a park or a lost forward."""
+        if self._obj.leader_reachable():
+            self._obj.apply(entry, callback=functools.partial(self._on_result, token, entry))
+        else:
+            self._park(token, entry)
         with self._enqueued_lock:
             self._enqueued += 1
-        self._wakeup.notify()
 
     def propose(self, entry: bytes, timeout: float | None = None) -> concurrent.futures.Future[Any]:
         """Propose ``entry``; the future gets apply_entry's result once it is applied on this node.
@@ -495,8 +592,12 @@ class RaftNode:
 
         Proven through a quorum: a no-op goes through the log and is applied here. Barriers that
         arrive while a no-op is in flight share the next one (the one in flight may have been
-        appended before they began), so there are at most two no-ops per round trip. Fails like
-        ``propose_async``; retry or refuse the read. All callers must use one event loop.
+        appended before they began), so there are at most two no-ops per round trip. A no-op that
+        fails (a leader change discarded it, or it was forwarded to a leader that died) is proposed
+        again: it changes nothing, so retrying is always safe. Fails with ``NoQuorum`` once this
+        node has known no leader for ``leader_wait``, and with ``ProposalFailed`` after
+        ``propose_timeout``; refuse the read then, or retry later. All callers must use one event
+        loop.
         """
         group = self._barrier_next
         if group is None:
@@ -509,8 +610,21 @@ class RaftNode:
         group, self._barrier_next = self._barrier_next, None
         assert group is not None
         self._barrier_flying = True
-        flight = asyncio.ensure_future(self.propose_async(NOOP_ENTRY))
+        flight = asyncio.ensure_future(self._barrier_flight())
         flight.add_done_callback(functools.partial(self._barrier_landed, group))
+
+    async def _barrier_flight(self) -> None:
+        deadline = time.monotonic() + self._tuning.propose_timeout
+        while True:
+            try:
+                await self.propose_async(NOOP_ENTRY, timeout=max(deadline - time.monotonic(), 0.001))
+                return
+            except NoQuorum:
+                raise
+            except ProposalFailed:
+                if self._stopped or time.monotonic() >= deadline:
+                    raise
+            await asyncio.sleep(_BARRIER_RETRY_PAUSE)
 
     def _barrier_landed(self, group: asyncio.Future[None], flight: asyncio.Future[Any]) -> None:
         self._barrier_flying = False

@@ -3,8 +3,10 @@
 Runs on the event loop. A new subscription first buffers live changes, waits for the read
 barrier, replays a fixed view of the store (highest priority first, FIFO inside a level) at the
 pace its connection drains, then flushes the buffer; a per-level cursor (last msg_id given)
-drops whatever the replay already sent, so there is no gap and no duplicate. Queue groups give
-each message to one member: they claim messages through the Raft log (see ``Group``).
+drops whatever the replay already sent, so there is no gap and no duplicate. A barrier that
+fails (no leader: an election, or this node is cut off) is tried again for as long as the
+subscription lasts: a replay waits for a fresh view, it is never served stale nor given up. Queue
+groups give each message to one member: they claim messages through the Raft log (see ``Group``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
+from mq9cluster.errors import ProposalFailed
 from mq9cluster.mailbox.machine import Appended, Change, Created, Removed
 from mq9cluster.mailbox.names import PRIORITY_NAMES, SDK_PRIORITY_NAMES
 from mq9cluster.mailbox.subjects import PUBLIC_LIST, Receive
@@ -27,6 +30,7 @@ log = logging.getLogger("mq9cluster.delivery")
 REPLAY_CHUNK = 512  # messages replayed between two yields to the event loop
 CLAIM_PER_MEMBER = 64  # messages one claim asks for, per local member of the group
 CLAIM_RETRY = 0.2  # seconds before claiming again after a claim failed at the Raft level
+BARRIER_RETRY = 0.2  # seconds between read barriers for a replay while there is no leader
 _PUBLIC_LIST = PUBLIC_LIST.encode()
 
 
@@ -251,8 +255,21 @@ class Delivery:
         while subs and all(not sub.closed and sub.pending() > self.replay_window for sub in subs):
             await asyncio.sleep(0.002)
 
+    async def _fresh(self, wanted: Callable[[], bool]) -> bool:
+        """Pass the read barrier, retrying while ``wanted()``; False if the replay is no longer wanted."""
+        while True:
+            try:
+                await self.barrier()
+                return True
+            except ProposalFailed as exc:
+                if not wanted():
+                    return False
+                log.debug("replay waits for a fresh view: %s", exc)
+            await asyncio.sleep(BARRIER_RETRY)
+
     async def _replay_to(self, receiver: Receiver) -> None:
-        await self.barrier()
+        if not await self._fresh(lambda: receiver.active and not receiver.sub.closed):
+            return
         target = receiver.target
         count = 0
         for message in self.store.iter_messages(target.address, target.levels):
@@ -304,7 +321,8 @@ class Delivery:
             group.claiming = False
 
     async def _replay_public(self, sub: Subscriber) -> None:
-        await self.barrier()
+        if not await self._fresh(lambda: sub in self.watchers and not sub.closed):
+            return
         announced = set()
         for mailbox in self.store.public_mailboxes():
             if sub.closed or sub not in self.watchers:

@@ -155,6 +155,8 @@ class MailboxService:
         if done.cancelled():
             return {"error": "request cancelled, retry"}
         exc = done.exception()
+        if exc is not None and getattr(exc, "maybe_applied", False):
+            return {"error": f"outcome unknown, it may still be committed: {exc}; retry"}
         if exc is not None:
             return {"error": f"not committed: {exc}; retry"}
         result = dict(done.result())

@@ -13,7 +13,7 @@ import pytest
 
 from mq9cluster.cluster.groupcommit import GroupCommitter, ProposalIds, decode_batch, encode_batch
 from mq9cluster.cluster.raft import NOOP_ENTRY, NotLeader, ProposalFailed, RaftNode, RaftTuning
-from mq9cluster.errors import NodeStopped
+from mq9cluster.errors import NodeStopped, NoQuorum
 
 
 class EchoMachine:
@@ -144,14 +144,15 @@ def test_a_failed_proposal_is_proposed_again_with_the_same_id_and_bytes() -> Non
     asyncio.run(run())
 
 
-def test_a_node_that_stopped_fails_its_ops_at_once() -> None:
+@pytest.mark.parametrize("error", [NodeStopped(maybe_applied=True), NoQuorum("cut off", maybe_applied=True)])
+def test_a_node_that_stopped_or_lost_its_quorum_fails_its_ops_at_once(error: ProposalFailed) -> None:
     async def run() -> None:
         fake = FakeProposer()
         committer = GroupCommitter(fake, max_wait=0, retry_for=60)
         future = committer.submit(b"a")
         await asyncio.sleep(0.01)
-        fake.pending[0].set_exception(NodeStopped(maybe_applied=True))
-        with pytest.raises(NodeStopped):
+        fake.pending[0].set_exception(error)
+        with pytest.raises(type(error)):
             await future
         assert len(fake.entries) == 1
 

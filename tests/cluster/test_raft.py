@@ -17,6 +17,7 @@ import pytest
 from mq9cluster.cluster.raft import (
     MAX_ENTRY_BYTES,
     NOOP_ENTRY,
+    NoQuorum,
     NotLeader,
     Op,
     ProposalFailed,
@@ -361,3 +362,55 @@ def test_an_isolated_leader_cannot_pass_a_read_barrier(cluster: Callable[..., Cl
         asyncio.run(leader.read_barrier())
     assert failed.value.maybe_applied or isinstance(failed.value, NotLeader)
     wait_for(lambda: leader.status().role != "leader", timeout=3)  # leader_fallback steps it down
+
+
+def test_a_leader_cut_off_from_its_quorum_refuses_within_about_a_second(cluster: Callable[..., Cluster]) -> None:
+    tuning = RaftTuning()  # the production timings: propose_timeout (5 s) is not what ends the wait
+    c = cluster(3, tuning=tuning).start_all()
+    leader = c.leader()
+    for address in c.addresses:
+        if address != leader.address:
+            c.stop(address)
+    cut = time.monotonic()
+    appended = leader.propose(entry(b"appended, never committed"))
+    with pytest.raises(NoQuorum) as failed:
+        appended.result(tuning.propose_timeout + 1)
+    assert failed.value.maybe_applied  # it is in this node's log: a later leader may commit it
+    with pytest.raises(NoQuorum):
+        asyncio.run(leader.read_barrier())
+    with pytest.raises(NoQuorum) as refused:
+        leader.propose(entry(b"refused")).result(1)
+    assert not refused.value.maybe_applied
+    assert time.monotonic() - cut < tuning.leader_fallback + 1.5
+
+
+def test_a_proposal_refused_for_want_of_a_leader_is_never_applied_later(cluster: Callable[..., Cluster]) -> None:
+    c = cluster(3)
+    alone = c.start(c.addresses[0])  # no peer to elect a leader with
+    started = time.monotonic()
+    with pytest.raises(NoQuorum) as refused:
+        alone.propose(entry(b"refused")).result(FAST.propose_timeout + 1)
+    assert not refused.value.maybe_applied  # never appended anywhere
+    assert time.monotonic() - started < FAST.leader_wait + 1
+
+    for address in c.addresses[1:]:
+        c.start(address)
+    c.leader()
+    alone.propose(entry(b"after the election")).result(5)  # queued after the refused one, were it kept
+    assert entry(b"refused") not in [data for _, data in c.machines[alone.address].applied]
+
+
+def test_a_follower_whose_peers_died_refuses_within_about_a_second(cluster: Callable[..., Cluster]) -> None:
+    c = cluster(3).start_all()
+    leader = c.leader()
+    lonely = next(n for n in c.nodes.values() if n is not leader)
+    for address in c.addresses:
+        if address != lonely.address:
+            c.stop(address)
+    # Connected to no peer, pysyncobj holds no election and keeps the dead leader as its leader.
+    started = time.monotonic()
+    with pytest.raises(NoQuorum):
+        lonely.propose(entry(b"refused")).result(FAST.propose_timeout + 1)
+    with pytest.raises(NoQuorum):
+        asyncio.run(lonely.read_barrier())
+    assert time.monotonic() - started < FAST.leader_wait + 1

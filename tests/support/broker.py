@@ -18,11 +18,22 @@ INSTALL_HINT = "install the test dependencies with scripts/install-test-deps.sh 
 START_TIMEOUT = 5.0
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A loopback port that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port that was free a moment ago and that this process never handed out before.
+
+    The kernel may give the same port to two bind-to-0 probes in a row (the first was closed at
+    once): a cluster's nine ports are picked before any node binds, so repeats are refused here.
+    """
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def nats_server_binary() -> str:
