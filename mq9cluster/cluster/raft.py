@@ -120,6 +120,11 @@ class RaftTuning:
     propose_timeout: float = 5.0
     snapshot_min_entries: int = 50_000
     snapshot_min_interval: float = 600.0
+    # Seconds a peer's resolved address is reused (pysyncobj's default is 600). A Kubernetes pod
+    # comes back with a new IP under the same DNS name; only the peer with the larger address
+    # dials, so a stale answer would keep the restarted member cut off for that long.
+    dns_cache_time: float = 2.0
+    dns_fail_cache_time: float = 1.0  # a failed lookup (a new pod's record not published yet)
 
 
 @dataclass(frozen=True)
@@ -360,6 +365,8 @@ class RaftNode:
             leaderFallbackTimeout=t.leader_fallback,
             connectionTimeout=t.connection_timeout,
             connectionRetryTime=t.reconnect_interval,
+            dnsCacheTime=t.dns_cache_time,
+            dnsFailCacheTime=t.dns_fail_cache_time,
             commandsQueueSize=100_000,
             commandsWaitLeader=False,  # we keep proposals during elections (_parked), bounded
             dynamicMembershipChange=True,
