@@ -77,8 +77,10 @@ class Node:
             self.monitor.routes["/raftz"] = lambda query: (200, self.raft_status())
             self.monitor.routes["/routez"] = lambda query: (
                 200, self.routes.routez(subs=Monitor.flag(query, "subs")))
+            self.monitor.routes["/readyz"] = lambda query: self.readiness()
         self._tasks: set[asyncio.Task] = set()
         self.failure: Mq9Error | None = None
+        self.joining_through: list[str] | None = None  # the seeds, while `join` has not been committed
 
     def _apply_entry(self, index: int, entry: bytes) -> Any:
         """Raft thread: one committed batch entry onto the store."""
@@ -106,6 +108,22 @@ class Node:
         status = dataclasses.asdict(self.raft.status())
         status["node_id"] = self.settings.node_name
         return status
+
+    def readiness(self) -> tuple[int, dict[str, Any]]:
+        """``/readyz``: 200 once this node is a member that knows a leader and applied what it knows
+        is committed; 503 with the reason otherwise (a Kubernetes readiness probe)."""
+        status = self.raft.status()
+        reason = status.not_ready_reason()
+        if self.joining_through is not None:
+            reason = f"joining the cluster through {', '.join(self.joining_through)}"
+        elif reason is None and self.server.lame_duck:
+            reason = "lame duck mode"
+        body = {"status": "ready" if reason is None else "unavailable", "node_id": self.settings.node_name,
+                "role": status.role, "leader": status.leader, "commit_index": status.commit_index,
+                "last_applied": status.last_applied}
+        if reason is not None:
+            body["error"] = reason
+        return (200 if reason is None else 503), body
 
     def _is_leader(self) -> bool:
         return self.raft.status().role == "leader"
@@ -170,6 +188,7 @@ async def _join(node: Node, seed: str) -> None:
         log.critical("could not join the cluster through %s: %s", seed, exc)
         await node.server.shutdown()
         return
+    node.joining_through = None
     log.info("joined the cluster through %s as %s; catching up from the leader", seed, address)
 
 
@@ -185,6 +204,7 @@ async def serve(settings: Settings, join_seed: str | None = None) -> Mq9Error | 
     try:
         await node.start()
         if join_seed is not None:
+            node.joining_through = [join_seed]
             node.spawn(_join(node, join_seed))
         server = node.server
         loop.add_signal_handler(signal.SIGTERM, lambda: node.spawn(node.shutdown()))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 import typing
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
@@ -147,6 +149,39 @@ def status(seed: str, as_json: bool) -> None:
                    f"  {row['leader'] or row['error'] or '-'}")
     if any(row["role"] == "unreachable" for row in rows):
         sys.exit(1)
+
+
+@main.command()
+@click.option("-c", "--config", "config_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="The node's config file; its MQ9_* environment applies too.")
+@click.option("--ready", is_flag=True, help="Check /readyz (a caught-up member) instead of /healthz (process up).")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=3.0, show_default=True, metavar="SECONDS")
+def healthcheck(config_file: Path | None, ready: bool, timeout: float) -> None:
+    """Exit 0 if the node on this host answers its monitoring health endpoint with 200, else 1.
+
+    The monitoring address comes from the same settings as `start` (config file, MQ9_* env), so a
+    container's HEALTHCHECK needs no arguments.
+    """
+    try:
+        settings = load_settings(config_file)
+    except ConfigError as exc:
+        click.echo(f"mq9cluster: error: {exc}", err=True)
+        sys.exit(1)
+    if not settings.http_port:
+        click.echo("mq9cluster: error: monitoring is disabled (http_port 0)", err=True)
+        sys.exit(1)
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    url = f"http://{host if ':' not in host else f'[{host}]'}:{settings.http_port}/{'readyz' if ready else 'healthz'}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            code, body = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        code, body = exc.code, exc.read()
+    except OSError as exc:
+        click.echo(f"{url}: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"{url}: {code} {body.decode(errors='replace').strip()}", err=code != 200)
+    sys.exit(0 if code == 200 else 1)
 
 
 @main.command()

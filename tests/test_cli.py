@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import time
 
 from mq9cluster import __version__
-from tests.support.broker import mq9cluster_command
+from tests.support.broker import free_port, mq9cluster_command
 
 
 def run(*args: str, timeout: float = 20) -> subprocess.CompletedProcess:
@@ -55,3 +57,21 @@ def test_unwritable_data_dir_is_a_clear_error(tmp_path):
     done = run("start", "-p", "0", "-m", "0", "--data-dir", str(blocker / "sub"))
     assert done.returncode == 2
     assert "data dir" in done.stderr
+
+
+def test_healthcheck_follows_the_nodes_settings_and_exits_by_the_endpoint(mq9, tmp_path):
+    unused = {**os.environ, "MQ9_HTTP_PORT": str(free_port())}
+    done = subprocess.run([*mq9cluster_command(), "healthcheck"], capture_output=True, text=True, env=unused, timeout=20)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+
+    node = mq9()
+    config = tmp_path / "node.toml"
+    config.write_text(f"http_port = {node.http_port}\nhost = '127.0.0.1'\n")
+    done = run("healthcheck", "-c", str(config))
+    assert done.returncode == 0, done.stderr
+    assert f"127.0.0.1:{node.http_port}/healthz: 200" in done.stdout
+    deadline = time.monotonic() + 10  # a single node leads itself once its election timeout passed
+    while (done := run("healthcheck", "-c", str(config), "--ready")).returncode != 0:
+        assert "/readyz: 503" in done.stderr and time.monotonic() < deadline, done.stderr
+        time.sleep(0.2)
+    assert "/readyz: 200" in done.stdout

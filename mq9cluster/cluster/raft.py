@@ -141,6 +141,7 @@ class RaftStatus:
     has_quorum: bool
     peers: dict[str, bool]  # address -> connected
     match_index: dict[str, int]  # leader only: address -> highest index known stored there
+    leader_commit_index: int | None = None  # the leader's commit index, as last heard from it
 
     @classmethod
     def from_pysyncobj(cls, address: str, raw: dict[str, Any]) -> RaftStatus:
@@ -157,12 +158,28 @@ class RaftStatus:
             has_quorum=raw["has_quorum"],
             peers={peer: state == 2 for peer, state in peers.items()},
             match_index=_suffixed(raw, "match_idx_server_") if raw["state"] == 2 else {},
+            leader_commit_index=raw.get("leader_commit_idx"),
         )
 
     @property
     def members(self) -> list[str]:
         """Every member's Raft address as this node knows the cluster, itself included."""
         return sorted({self.address, *self.peers})
+
+    def not_ready_reason(self) -> str | None:
+        """Why this node is not a caught-up member yet, or None when it is.
+
+        Caught up: it knows a leader (a node the cluster has not added yet hears from none) and
+        has applied everything committed that it knows of, its own commit index and the leader's.
+        """
+        if self.role == "stopped":
+            return "raft stopped"
+        if self.leader is None:
+            return "no leader known (election running, no quorum, or not a member yet)"
+        target = max(self.commit_index, self.leader_commit_index or 0)
+        if self.last_applied < target:
+            return f"catching up: applied {self.last_applied} of {target}"
+        return None
 
 
 _ROLES = {0: "follower", 1: "candidate", 2: "leader"}
