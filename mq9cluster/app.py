@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import signal
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -171,31 +172,73 @@ class Node:
         self.store.close()
 
 
-def joining(settings: Settings, seed: str) -> tuple[Settings, bool]:
-    """Settings whose peers are the members the seed knows, and whether this node is one already."""
-    members = admin.node_status(seed).members
-    log.info("cluster of %s: members %s", seed, ", ".join(members))
-    return settings.model_copy(update={"peers": members}), settings.raft_addr in members
+def joining(settings: Settings, seeds: list[str], wait: float = 0.0) -> tuple[Settings, bool]:
+    """Settings whose peers are the members the first seed to answer knows, and whether this node is one.
+
+    Seeds are tried in order, again and again for up to ``wait`` seconds (at least once each).
+    """
+    if not seeds:
+        raise ClusterAdminError("no seed other than this node itself")
+    deadline = time.monotonic() + wait
+    while True:
+        errors = []
+        for seed in seeds:
+            try:
+                members = admin.node_status(seed).members
+            except ClusterAdminError as exc:
+                errors.append(str(exc))
+                continue
+            log.info("cluster of %s: members %s", seed, ", ".join(members))
+            return settings.model_copy(update={"peers": members}), settings.raft_addr in members
+        if time.monotonic() >= deadline:
+            raise ClusterAdminError("no seed answered: " + "; ".join(errors))
+        log.info("no seed answered yet (%s); retrying", "; ".join(errors))
+        time.sleep(1.0)
 
 
-async def _join(node: Node, seed: str) -> None:
-    """Become a member through ``seed``; on failure the node shuts down (the CLI exits non-zero)."""
+def _add_through(seeds: list[str], address: str) -> str:
+    """Have any answering seed commit ``address`` as a member (or find it is one); the seed that did."""
+    errors = []
+    for seed in seeds:
+        try:
+            admin.add_member(seed, address)
+            return seed
+        except ClusterAdminError as exc:
+            errors.append(str(exc))
+        try:  # an earlier try may have committed although its answer was lost
+            if address in admin.node_status(seed).members:
+                return seed
+        except ClusterAdminError:
+            pass
+    raise ClusterAdminError("; ".join(errors))
+
+
+async def _join(node: Node, seeds: list[str], wait: float) -> None:
+    """Become a member through ``seeds``, retrying for up to ``wait`` seconds (another change may be
+    in flight, or no leader elected yet); on failure the node shuts down (the CLI exits non-zero)."""
     address = node.settings.raft_addr
-    try:
-        await asyncio.get_running_loop().run_in_executor(None, admin.add_member, seed, address)
-    except ClusterAdminError as exc:
-        node.failure = exc
-        log.critical("could not join the cluster through %s: %s", seed, exc)
-        await node.server.shutdown()
-        return
+    loop = asyncio.get_running_loop()
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            seed = await loop.run_in_executor(None, _add_through, seeds, address)
+            break
+        except ClusterAdminError as exc:
+            if time.monotonic() >= deadline:
+                node.failure = exc
+                log.critical("could not join the cluster through %s: %s", ", ".join(seeds), exc)
+                await node.server.shutdown()
+                return
+            log.info("joining through %s not done yet (%s); retrying", ", ".join(seeds), exc)
+            await asyncio.sleep(1.0)
     node.joining_through = None
     log.info("joined the cluster through %s as %s; catching up from the leader", seed, address)
 
 
-async def serve(settings: Settings, join_seed: str | None = None) -> Mq9Error | None:
+async def serve(settings: Settings, join_seeds: list[str] | None = None, join_wait: float = 0.0) -> Mq9Error | None:
     """Run one broker node until SIGTERM/SIGINT (graceful) or SIGUSR2 (lame duck) ends it.
 
-    With ``join_seed`` the node asks that member to add it to the cluster once it runs. Returns
+    With ``join_seeds`` the node asks those members to add it to the cluster once it runs. Returns
     the error that ended the node, if one did.
     """
     prepare_data_dir(settings)
@@ -203,9 +246,9 @@ async def serve(settings: Settings, join_seed: str | None = None) -> Mq9Error | 
     node = Node(settings, loop)
     try:
         await node.start()
-        if join_seed is not None:
-            node.joining_through = [join_seed]
-            node.spawn(_join(node, join_seed))
+        if join_seeds is not None:
+            node.joining_through = join_seeds
+            node.spawn(_join(node, join_seeds, join_wait))
         server = node.server
         loop.add_signal_handler(signal.SIGTERM, lambda: node.spawn(node.shutdown()))
         loop.add_signal_handler(signal.SIGINT, lambda: node.spawn(node.shutdown()))
@@ -221,14 +264,18 @@ async def serve(settings: Settings, join_seed: str | None = None) -> Mq9Error | 
     return node.failure
 
 
-def run(settings: Settings, join_seed: str | None = None) -> None:
-    """Configure logging and run the node on uvloop; with ``join_seed``, join that member's cluster."""
+def run(settings: Settings, join_seeds: list[str] | None = None, join_wait: float = 0.0) -> None:
+    """Configure logging and run the node on uvloop; with ``join_seeds``, join their cluster.
+
+    ``join_wait``: seconds to keep retrying seeds that do not answer and an addition that fails.
+    """
     logs.configure(settings.log_level_number)
-    if join_seed is not None:
-        settings, member = joining(settings, join_seed)
+    if join_seeds is not None:
+        seeds = [seed for seed in join_seeds if seed != settings.raft_addr]
+        settings, member = joining(settings, seeds, join_wait)
+        join_seeds = None if member else seeds
         if member:
             log.info("%s is a member already: starting", settings.raft_addr)
-            join_seed = None
-    failure = uvloop.run(serve(settings, join_seed))
+    failure = uvloop.run(serve(settings, join_seeds, join_wait))
     if failure is not None:
         raise failure

@@ -66,7 +66,7 @@ def node_options(command: Callable) -> Callable:
 
 
 def _run_node(config_file: Path | None, debug: bool, trace: bool, debug_trace: bool, flags: dict[str, Any],
-              join_seed: str | None = None) -> None:
+              join_seeds: list[str] | None = None, join_wait: float = 0.0) -> None:
     if trace or debug_trace:
         flags["log_level"] = "trace"
     elif debug and flags.get("log_level") is None:
@@ -75,7 +75,7 @@ def _run_node(config_file: Path | None, debug: bool, trace: bool, debug_trace: b
         settings = load_settings(config_file, **flags)
         from mq9cluster import app
 
-        app.run(settings, join_seed=join_seed)
+        app.run(settings, join_seeds=join_seeds, join_wait=join_wait)
     except (ConfigError, ClusterAdminError) as exc:
         click.echo(f"mq9cluster: error: {exc}", err=True)
         sys.exit(2)
@@ -89,15 +89,21 @@ def start(config_file: Path | None, debug: bool, trace: bool, debug_trace: bool,
 
 
 @main.command()
-@click.option("--seed", required=True, metavar="HOST:PORT", help="Raft address of any member of the running cluster.")
+@click.option("--seed", required=True, metavar="HOST:PORT[,HOST:PORT...]",
+              help="Raft address of any member of the running cluster; several (comma-separated) are tried in order.")
+@click.option("--join-wait", type=click.FloatRange(min=0), default=0.0, show_default=True, metavar="SECONDS",
+              help="Keep retrying seeds that do not answer and an addition that fails (no leader yet, another "
+                   "node joining) for this long.")
 @node_options
-def join(seed: str, config_file: Path | None, debug: bool, trace: bool, debug_trace: bool, **flags: Any) -> None:
+def join(seed: str, join_wait: float, config_file: Path | None, debug: bool, trace: bool, debug_trace: bool,
+         **flags: Any) -> None:
     """Start a node and add it to a running cluster (its members come from the seed, --peers is ignored).
 
     The node catches up from the leader (a snapshot, then the log) and serves reads once it has.
     Run the same command to restart it: a node that is already a member just starts.
     """
-    _run_node(config_file, debug, trace, debug_trace, flags, join_seed=seed)
+    seeds = [part.strip() for part in seed.split(",") if part.strip()]
+    _run_node(config_file, debug, trace, debug_trace, flags, join_seeds=seeds, join_wait=join_wait)
 
 
 @main.command()

@@ -118,3 +118,27 @@ def test_admin_commands_fail_clearly_without_a_cluster() -> None:
     assert done.returncode == 1 and "Traceback" not in done.stderr
     done = cli("join", "--seed", "127.0.0.1:1", "--data-dir", "/tmp/never-used", "-p", "0", "-m", "0")
     assert done.returncode == 2 and "127.0.0.1:1" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_two_nodes_join_at_once_through_a_list_of_seeds(cluster, tmp_path) -> None:
+    group = cluster(3)
+    a, b, _ = group.nodes
+    # the first seed never answers; both nodes ask at once, so one addition waits for the other's
+    seeds = f"127.0.0.1:1,{b.raft_addr},{a.raft_addr}"
+    joiners = [Broker("mq9cluster", tmp_path, ["--seed", seeds, "--join-wait", "30", "--node-id", f"j{i}"],
+                      subcommand="join") for i in range(2)]
+    for joiner in joiners:
+        joiner.start()
+        group.nodes.append(joiner)
+    for joiner in joiners:  # ready: a member that knows the leader and has caught up
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                assert joiner.http_json("/readyz")["status"] == "ready"
+                break
+            except OSError:  # 503 until then
+                assert time.monotonic() < deadline, joiner.output()
+                time.sleep(0.05)
+    members = status(a)
+    assert sorted(members) == sorted(n.raft_addr for n in group.nodes)
+    assert all(row["role"] in ("leader", "follower") for row in members.values()), members
