@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Installs what the interop suite (tests/interop) needs beyond the Python venv:
-# Debian's nats-server and libnats-dev, and the npm `nats` client in tests/interop/node.
+# Installs what the test suites need beyond the Python venv: for tests/interop Debian's
+# nats-server and libnats-dev and the npm `nats` client in tests/interop/node; for tests/deploy
+# a helm binary (scripts/install-helm.sh) and openssl (the stand-in Kubernetes API's certificate).
 # Idempotent and quick when everything is present; runs as root without stdin in CI.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 NODE_DIR="$ROOT/tests/interop/node"
-APT_PACKAGES=(nats-server libnats-dev gcc)
+APT_PACKAGES=(nats-server libnats-dev gcc openssl)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -38,3 +39,5 @@ else
     echo "npm: npm ci in tests/interop/node"
     npm ci --prefix "$NODE_DIR" --no-audit --no-fund --loglevel=error >/dev/null
 fi
+
+bash "$ROOT/scripts/install-helm.sh"
