@@ -1,0 +1,150 @@
+"""Boot test of the Helm chart: its pods, started from the rendered StatefulSet as local processes,
+form one cluster, elect a leader, take writes through every pod, and scale up and down.
+
+What runs is the container's command, args and env exactly as rendered (see local_pods.py for
+what stands in for the kubelet and the pod network). A chart whose pods would never form a
+cluster (wrong peer names, ports, entry logic or config) fails here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.chart import NAMESPACE, one, render
+from tests.deploy.fake_api import FakeApi
+from tests.deploy.local_pods import LocalPod, PodNetwork
+from tests.support.nats_client import collect, connect, create, request, run, until
+
+READY_TIMEOUT = 30.0
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[FakeApi]:
+    statefulset = one(render(), "StatefulSet")["metadata"]["name"]
+    server = FakeApi(tmp_path, NAMESPACE, statefulset)
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def pods() -> Iterator[list[LocalPod]]:
+    started: list[LocalPod] = []
+    yield started
+    for pod in started:
+        pod.stop()
+
+
+def wait_ready(pods: list[LocalPod], timeout: float = READY_TIMEOUT) -> None:
+    """Until every pod's rendered readiness probe passes (what the client Service waits for)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answers = {pod.name: pod.probe("readinessProbe") for pod in pods}
+        if all(code == 200 for code, _ in answers.values()):
+            return
+        if time.monotonic() > deadline:
+            logs = "\n".join(f"--- {pod.name}\n{pod.output()}" for pod in pods)
+            pytest.fail(f"pods not ready after {timeout} s: {answers}\n{logs}")
+        time.sleep(0.1)
+
+
+def members_seen(pods: list[LocalPod]) -> dict[str, tuple[str, list[str]]]:
+    """Each pod's view: the leader and the members (its own address and its peers)."""
+    views = {}
+    for pod in pods:
+        raftz = pod.raftz()
+        views[pod.name] = (raftz["leader"], sorted([raftz["address"], *raftz["peers"]]))
+    return views
+
+
+def assert_one_cluster(pods: list[LocalPod], timeout: float = 15.0) -> None:
+    """Every pod agrees on one leader and on the members, which are exactly these pods."""
+    expected = sorted(pod.raft_addr for pod in pods)
+    deadline = time.monotonic() + timeout
+    while True:
+        views = members_seen(pods)
+        leaders = {leader for leader, _ in views.values()}
+        if len(leaders) == 1 and None not in leaders and all(m == expected for _, m in views.values()):
+            assert leaders <= set(expected)
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"not one cluster of {expected}: {views}")
+        time.sleep(0.1)
+
+
+def write_through_each(writers: list[LocalPod], reader: LocalPod) -> None:
+    """A mailbox created on the first pod gets one durable send through each pod; the reader replays all."""
+    async def scenario() -> None:
+        connections = [await connect(pod) for pod in writers]
+        box = await create(connections[0])
+        for pod, nc in zip(writers, connections):
+            reply = await request(nc, f"$mq9.AI.MAILBOX.{box}", f"via {pod.name}".encode())
+            assert "msg_id" in reply, (pod.name, reply)
+        nc = await connect(reader)
+        inbox = await collect(nc, f"$mq9.AI.MAILBOX.{box}.*")
+        await until(lambda: len(inbox) == len(writers), f"{len(writers)} messages replayed on {reader.name}")
+        assert sorted(m.data.decode() for m in inbox) == sorted(f"via {pod.name}" for pod in writers)
+        for c in [*connections, nc]:
+            await c.close()
+
+    run(scenario())
+
+
+def test_rendered_pods_form_a_cluster_take_writes_and_scale(tmp_path: Path, api: FakeApi, pods: list[LocalPod]) -> None:
+    three = render()
+    statefulset = one(three, "StatefulSet")
+    container = statefulset["spec"]["template"]["spec"]["containers"][0]
+    network = PodNetwork(
+        statefulset=statefulset["metadata"]["name"], headless=statefulset["spec"]["serviceName"],
+        namespace=NAMESPACE, raft_port=next(p["containerPort"] for p in container["ports"] if p["name"] == "raft"),
+    )
+
+    def pod(docs: list[dict], ordinal: int) -> LocalPod:
+        made = LocalPod(docs, ordinal, network, tmp_path, api.address)
+        api.write_service_account(made.volume_dir("kube-api-access"), NAMESPACE)
+        pods.append(made)
+        return made
+
+    # helm install: three pods at once (podManagementPolicy Parallel) form one cluster
+    initial = [pod(three, i).start() for i in range(3)]
+    wait_ready(initial)
+    assert_one_cluster(initial)
+    write_through_each(initial, reader=initial[2])
+
+    # helm upgrade --set replicas=4: the existing pods' template is unchanged (no restart); the
+    # fourth pod, rendered for replicas=4, joins the running cluster instead of forming its own
+    four = render("replicas=4")
+    assert one(four, "StatefulSet")["spec"]["template"] == statefulset["spec"]["template"]
+    fourth = pod(four, 3).start()
+    wait_ready([*initial, fourth])
+    assert_one_cluster([*initial, fourth])
+    write_through_each([fourth, initial[1]], reader=initial[0])
+
+    # a restarted pod comes back as the same member with its volume: an initial member (its
+    # static peers are only the first three) and the joiner (whose `join` finds it is a member)
+    for restarted in (initial[0], fourth):
+        restarted.stop()
+        restarted.start()
+        wait_ready([*initial, fourth])
+        assert_one_cluster([*initial, fourth])
+    write_through_each([initial[0], fourth], reader=initial[1])
+
+    # the preStop hook keeps members on restarts and uninstall, and removes a scaled-away pod
+    api.replicas = 4
+    kept = initial[1].pre_stop()
+    assert kept.returncode == 0 and "staying a member" in kept.stdout, kept
+    api.replicas = None  # helm uninstall: the StatefulSet is gone
+    kept = fourth.pre_stop()
+    assert kept.returncode == 0 and "staying a member" in kept.stdout, kept
+    assert_one_cluster([*initial, fourth])
+
+    api.replicas = 3  # helm upgrade --set replicas=3
+    left = fourth.pre_stop()
+    assert left.returncode == 0 and "removed from the cluster" in left.stdout, (left, fourth.output())
+    fourth.stop()
+    assert_one_cluster(initial)
+    write_through_each(initial, reader=initial[0])
+    assert api.requests and all(path == api.path for path in api.requests)
