@@ -55,10 +55,20 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- join "," $peers -}}
 {{- end -}}
 
-{{/* The ports every pod listens on, by name (the container's ports and the headless Service's). */}}
+{{/* The ports every pod listens on, by name, each from config.<name>.port: the container's ports
+and the headless Service's. peerPorts are open to the release's own pods only (NetworkPolicy).
+Core-NATS routes between the pods join both lists as "cluster" (config.cluster.port: 6222). */}}
+{{- define "mq9cluster.portNames" -}}
+{{- list "nats" "raft" "monitor" | toJson -}}
+{{- end -}}
+
+{{- define "mq9cluster.peerPorts" -}}
+{{- list "raft" | toJson -}}
+{{- end -}}
+
 {{- define "mq9cluster.ports" -}}
 {{- $ports := list -}}
-{{- range $name := list "nats" "raft" "monitor" -}}
+{{- range $name := include "mq9cluster.portNames" . | fromJsonArray -}}
 {{- $ports = append $ports (dict "name" $name "port" (int (get $.Values.config $name).port)) -}}
 {{- end -}}
 {{- toJson (dict "ports" $ports) -}}
