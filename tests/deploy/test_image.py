@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.deploy.dockerfile import Stage, parse
+from tests.deploy.dockerfile import parse
 from tests.support.broker import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
