@@ -16,7 +16,8 @@ from mq9cluster.config import Settings
 
 SCHEMA = Path(__file__).resolve().parent.parent / "helm" / "mq9cluster" / "values.schema.json"
 # Set per pod or from config.nats/raft/monitor by the chart (templates/_helpers.tpl, statefulset.yaml).
-CHART_OWNED = {"host", "port", "http_port", "data_dir", "raft_addr", "peers", "node_id", "server_name"}
+CHART_OWNED = {"host", "port", "http_port", "data_dir", "raft_addr", "peers", "node_id", "server_name",
+               "cluster_addr", "routes", "client_advertise"}
 KEPT = ("type", "anyOf", "enum", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "items", "description")
 
 

@@ -4,12 +4,12 @@ The container's command, args and env are taken exactly as rendered; the kubelet
 here: env values from the downward API, ``$(VAR)`` expansion in env, command and args, and
 volumes. Where one loopback has to stand in for a pod network, the differences are explicit:
 
-- every pod's stable DNS name with its Raft port (``<pod>.<headless>...:7222``) becomes
-  ``127.0.0.1:<a free port of that pod>``, wherever it appears;
+- every pod's stable DNS name with one of its ports (``<pod>.<headless>...:7222``, ``:6222``,
+  ``:4222``) becomes ``127.0.0.1:<a free port of that pod for that port>``, wherever it appears;
 - each mount path becomes a directory of that pod (the PVC one survives restarts);
-- the client and monitoring ports, one per pod in Kubernetes, become free ports given through
-  ``MQ9_PORT``/``MQ9_HTTP_PORT`` (the environment beats the config file), since all pods share
-  one network namespace here;
+- the listen ports, the same in every pod in Kubernetes, become that pod's free ports, through
+  the environment (which beats the config file): ``MQ9_PORT``, ``MQ9_HTTP_PORT`` and
+  ``MQ9_CLUSTER_ADDR`` (host 0.0.0.0 as rendered); the Raft one comes with its address above;
 - ``KUBERNETES_SERVICE_HOST``/``PORT``, which Kubernetes puts in every container, point at a
   stand-in API server when the test has one.
 """
@@ -54,27 +54,35 @@ def expand(text: str, env: dict[str, str]) -> str:
     return "".join(out)
 
 
+# Listen ports the environment moves per pod: the container port's name -> (variable, value format)
+LISTEN_OVERRIDES = {"nats": ("MQ9_PORT", "{port}"), "monitor": ("MQ9_HTTP_PORT", "{port}"),
+                    "cluster": ("MQ9_CLUSTER_ADDR", "0.0.0.0:{port}")}
+
+
 @dataclass
 class PodNetwork:
-    """The stand-in for the pod network: each pod's Raft port on loopback, by its DNS name."""
+    """The stand-in for the pod network: each pod's ports on loopback, by its DNS name."""
 
     statefulset: str
     headless: str
     namespace: str
-    raft_port: int
-    raft_ports: dict[int, int] = field(default_factory=dict)  # ordinal -> loopback port
+    container_ports: dict[str, int]  # port name -> the port every pod listens on in Kubernetes
+    assigned: dict[tuple[int, str], int] = field(default_factory=dict)  # (ordinal, name) -> loopback port
 
     def dns_name(self, ordinal: int) -> str:
         return f"{self.statefulset}-{ordinal}.{self.headless}.{self.namespace}.svc.{CLUSTER_DOMAIN}"
 
-    def raft_addr(self, ordinal: int) -> str:
-        """The pod's Raft address on loopback (what its DNS name and Raft port stand for here)."""
-        port = self.raft_ports.setdefault(ordinal, free_port())
-        return f"127.0.0.1:{port}"
+    def port(self, ordinal: int, name: str) -> int:
+        """The loopback port that stands for the pod's port ``name``."""
+        return self.assigned.setdefault((ordinal, name), free_port())
+
+    def address(self, ordinal: int, name: str) -> str:
+        return f"127.0.0.1:{self.port(ordinal, name)}"
 
     def substitute(self, text: str, ordinals: range) -> str:
         for ordinal in ordinals:
-            text = text.replace(f"{self.dns_name(ordinal)}:{self.raft_port}", self.raft_addr(ordinal))
+            for name, port in self.container_ports.items():
+                text = text.replace(f"{self.dns_name(ordinal)}:{port}", self.address(ordinal, name))
         assert ".svc." not in text, f"a cluster DNS name this test cannot map is left in: {text}"
         return text
 
@@ -94,8 +102,8 @@ class LocalPod:
         self.ordinals = range(max(statefulset["spec"]["replicas"], ordinal + 1))  # the names it may know
         self.root = workdir / self.name
         self.api = api
-        self.client_port = free_port()
-        self.http_port = free_port()
+        self.client_port = network.port(ordinal, "nats")
+        self.http_port = network.port(ordinal, "monitor")
         self.log_path = self.root / "output.log"
         self.proc: subprocess.Popen | None = None
         self.mounts = self._mount_volumes()
@@ -145,7 +153,9 @@ class LocalPod:
                 env[entry["name"]] = self.field_ref(entry["valueFrom"]["fieldRef"]["fieldPath"])
         self.rendered_env = dict(env)  # expanded, before any substitution (for the tests' checks)
         env = {name: self.localize(value) for name, value in env.items()}
-        env.update(MQ9_PORT=str(self.client_port), MQ9_HTTP_PORT=str(self.http_port))
+        for name, (variable, value) in LISTEN_OVERRIDES.items():
+            if name in self.network.container_ports:
+                env[variable] = value.format(port=self.network.port(self.ordinal, name))
         if self.api is not None:
             env.update(KUBERNETES_SERVICE_HOST=self.api[0], KUBERNETES_SERVICE_PORT=str(self.api[1]))
         # The image's PATH: mq9cluster and python3 of the installed package.
@@ -203,8 +213,9 @@ class LocalPod:
         except OSError as exc:
             return 0, {"error": str(exc)}
 
-    def raftz(self) -> dict:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/raftz", timeout=3) as response:
+    def http_json(self, path: str) -> dict:
+        """A monitoring endpoint's JSON (``/raftz``, ``/routez``)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=3) as response:
             return json.loads(response.read())
 
     @property
@@ -213,7 +224,7 @@ class LocalPod:
 
     @property
     def raft_addr(self) -> str:
-        return self.network.raft_addr(self.ordinal)
+        return self.network.address(self.ordinal, "raft")
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")[-6000:] if self.log_path.exists() else ""

@@ -60,6 +60,7 @@ def test_the_validator_is_strict_about_unknown_fields() -> None:
     ("config.nats.bogus=1", "'bogus' not allowed"),
     ("config.options.no_such_option=1", "'no_such_option' not allowed"),
     ("config.options.raft_addr=x:1", "'raft_addr' not allowed"),  # set per pod by the chart
+    ("config.options.routes=x:1", "'routes' not allowed"),
     ("config.options.max_payload=0", "/config/options/max_payload"),
     ("config.options.log_level=loud", "/config/options/log_level"),
     ("config.raft.port=70000", "/config/raft/port"),
@@ -114,20 +115,22 @@ def test_pods_run_unprivileged_on_a_read_only_root_with_probes_and_resources() -
     assert pod["automountServiceAccountToken"] is False
 
 
-def test_the_raft_port_stays_inside_the_release() -> None:
+def test_the_raft_and_route_ports_stay_inside_the_release() -> None:
     docs = render()
     statefulset = one(docs, "StatefulSet")
-    raft = ports(docs)["raft"]
+    assert set(ports(docs)) == {"nats", "raft", "cluster", "monitor"}
+    headless = one(docs, "Service", statefulset["spec"]["serviceName"])
+    assert {p["name"]: p["port"] for p in headless["spec"]["ports"]} == ports(docs)
     client = one(docs, "Service", statefulset["metadata"]["name"])
     assert client["spec"]["type"] == "ClusterIP"
     assert [p["name"] for p in client["spec"]["ports"]] == ["nats"]
-    assert raft not in {p["port"] for p in client["spec"]["ports"]}
     policy = one(docs, "NetworkPolicy")["spec"]
     assert policy["podSelector"] == statefulset["spec"]["selector"]
-    (raft_rule,) = [rule for rule in policy["ingress"] if {"port": "raft"} in rule["ports"]]
-    assert raft_rule["ports"] == [{"port": "raft"}]
-    assert raft_rule["from"] == [{"podSelector": statefulset["spec"]["selector"]}]
-    assert all({"port": "raft"} not in rule["ports"] for rule in policy["ingress"] if rule is not raft_rule)
+    peers_only = [{"port": "raft"}, {"port": "cluster"}]
+    (peer_rule,) = [rule for rule in policy["ingress"] if rule["ports"] == peers_only]
+    assert peer_rule["from"] == [{"podSelector": statefulset["spec"]["selector"]}]
+    (client_rule,) = [rule for rule in policy["ingress"] if rule is not peer_rule]
+    assert client_rule["ports"] == [{"port": "nats"}, {"port": "monitor"}]
 
 
 def test_the_broker_config_is_one_the_broker_accepts_and_matches_the_ports(tmp_path: Path) -> None:
@@ -147,6 +150,9 @@ def test_the_broker_config_is_one_the_broker_accepts_and_matches_the_ports(tmp_p
     assert values["MQ9_RAFT_ADDR"] == f"$(POD_NAME).{domain}:{ports(docs)['raft']}"
     name = statefulset["metadata"]["name"]
     assert values["MQ9_PEERS"] == ",".join(f"{name}-{i}.{domain}:{ports(docs)['raft']}" for i in range(3))
+    assert values["MQ9_ROUTES"] == ",".join(f"{name}-{i}.{domain}:{ports(docs)['cluster']}" for i in range(3))
+    assert values["MQ9_CLIENT_ADVERTISE"] == f"$(POD_NAME).{domain}:{ports(docs)['nats']}"
+    assert settings.cluster_addr == f"0.0.0.0:{ports(docs)['cluster']}"
     assert values["BOOT_INITIAL_MEMBERS"] == "3" and statefulset["spec"]["replicas"] == 5
 
 

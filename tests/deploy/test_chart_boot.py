@@ -1,5 +1,6 @@
 """Boot test of the Helm chart: its pods, started from the rendered StatefulSet as local processes,
-form one cluster, elect a leader, take writes through every pod, and scale up and down.
+form one Raft cluster and one mesh of routes, elect a leader, take writes through every pod, and
+scale up and down.
 
 What runs is the container's command, args and env exactly as rendered (see local_pods.py for
 what stands in for the kubelet and the pod network). A chart whose pods would never form a
@@ -8,6 +9,7 @@ cluster (wrong peer names, ports, entry logic or config) fails here.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,7 +60,7 @@ def members_seen(pods: list[LocalPod]) -> dict[str, tuple[str, list[str]]]:
     """Each pod's view: the leader and the members (its own address and its peers)."""
     views = {}
     for pod in pods:
-        raftz = pod.raftz()
+        raftz = pod.http_json("/raftz")
         views[pod.name] = (raftz["leader"], sorted([raftz["address"], *raftz["peers"]]))
     return views
 
@@ -76,6 +78,41 @@ def assert_one_cluster(pods: list[LocalPod], timeout: float = 15.0) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"not one cluster of {expected}: {views}")
         time.sleep(0.1)
+
+
+def assert_full_mesh(pods: list[LocalPod], timeout: float = 15.0) -> None:
+    """Every pod has a core-NATS route to each other pod, which tells clients its client address."""
+    def others(pod: LocalPod, port: str) -> list[str]:
+        return sorted(p.network.address(p.ordinal, port) for p in pods if p is not pod)
+
+    deadline = time.monotonic() + timeout
+    while True:
+        views = {pod.name: pod.http_json("/routez")["routes"] for pod in pods}
+        if all(sorted(r["route_url"] for r in views[pod.name]) == others(pod, "cluster")
+               and sorted(r["client_url"] for r in views[pod.name]) == others(pod, "nats") for pod in pods):
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"not a full mesh of routes: {views}")
+        time.sleep(0.1)
+
+
+def publish_across(publisher: LocalPod, subscriber: LocalPod) -> None:
+    """Core NATS: a subscriber on one pod gets what a client of another pod publishes (over a route)."""
+    async def scenario() -> None:
+        sub_nc, pub_nc = await connect(subscriber), await connect(publisher)
+        got = await collect(sub_nc, "greet.*")
+        await sub_nc.flush()
+        deadline = time.monotonic() + 10
+        while not got:  # until the subscription's interest has reached the publisher's pod
+            assert time.monotonic() < deadline, f"nothing from {publisher.name} reached {subscriber.name}"
+            await pub_nc.publish("greet.pod", publisher.name.encode())
+            await pub_nc.flush()
+            await asyncio.sleep(0.05)
+        assert got[0].data == publisher.name.encode()
+        await sub_nc.close()
+        await pub_nc.close()
+
+    run(scenario())
 
 
 def write_through_each(writers: list[LocalPod], reader: LocalPod) -> None:
@@ -101,7 +138,7 @@ def pod_network(docs: list[dict]) -> PodNetwork:
     container = statefulset["spec"]["template"]["spec"]["containers"][0]
     return PodNetwork(
         statefulset=statefulset["metadata"]["name"], headless=statefulset["spec"]["serviceName"],
-        namespace=NAMESPACE, raft_port=next(p["containerPort"] for p in container["ports"] if p["name"] == "raft"),
+        namespace=NAMESPACE, container_ports={p["name"]: p["containerPort"] for p in container["ports"]},
     )
 
 
@@ -129,7 +166,9 @@ def test_rendered_pods_form_a_cluster_take_writes_and_scale(api: FakeApi, pod) -
     initial = [pod(three, i).start() for i in range(3)]
     wait_ready(initial)
     assert_one_cluster(initial)
+    assert_full_mesh(initial)
     write_through_each(initial, reader=initial[2])
+    publish_across(initial[0], initial[2])
 
     # helm upgrade --set replicas=4: the existing pods' template is unchanged (no restart); the
     # fourth pod, rendered for replicas=4, joins the running cluster instead of forming its own
@@ -138,7 +177,9 @@ def test_rendered_pods_form_a_cluster_take_writes_and_scale(api: FakeApi, pod) -
     fourth = pod(four, 3).start()
     wait_ready([*initial, fourth])
     assert_one_cluster([*initial, fourth])
+    assert_full_mesh([*initial, fourth])  # its routes list only the initial members: the rest is discovered
     write_through_each([fourth, initial[1]], reader=initial[0])
+    publish_across(fourth, initial[1])
 
     # a restarted pod comes back as the same member with its volume: an initial member (its
     # static peers are only the first three) and the joiner (whose `join` finds it is a member)
@@ -147,6 +188,7 @@ def test_rendered_pods_form_a_cluster_take_writes_and_scale(api: FakeApi, pod) -
         restarted.start()
         wait_ready([*initial, fourth])
         assert_one_cluster([*initial, fourth])
+        assert_full_mesh([*initial, fourth])
     write_through_each([initial[0], fourth], reader=initial[1])
 
     # the preStop hook keeps members on restarts and uninstall, and removes a scaled-away pod
@@ -163,6 +205,7 @@ def test_rendered_pods_form_a_cluster_take_writes_and_scale(api: FakeApi, pod) -
     assert left.returncode == 0 and "removed from the cluster" in left.stdout, (left, fourth.output())
     fourth.stop()
     assert_one_cluster(initial)
+    assert_full_mesh(initial)
     write_through_each(initial, reader=initial[0])
     assert api.requests and all(path == api.path for path in api.requests)
 

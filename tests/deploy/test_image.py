@@ -9,12 +9,14 @@ cluster (service names stand for their loopback Raft ports, as pod names do in t
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,7 +61,7 @@ def test_image_is_multi_stage_pinned_unprivileged_and_runs_the_broker() -> None:
     (user,) = runtime.all("USER")
     assert user.split(":")[0] not in ("0", "root")
     assert runtime.all("VOLUME") == ['["/data"]'] and runtime.env()["MQ9_DATA_DIR"] == "/data"
-    assert set(runtime.all("EXPOSE")[0].split()) == {"4222", "7222", "8222"}
+    assert set(runtime.all("EXPOSE")[0].split()) == {"4222", "6222", "7222", "8222"}
     assert runtime.exec_form("ENTRYPOINT") == ["mq9cluster", "start"]
     assert runtime.exec_form("HEALTHCHECK") == ["mq9cluster", "healthcheck"]
 
@@ -172,19 +174,22 @@ def test_compose_services_form_one_cluster(tmp_path: Path, compose_nodes: list) 
     services = compose["services"]
     assert len(services) == 3
     runtime = parse(DOCKERFILE)[1][-1]
-    raft = {name: f"127.0.0.1:{free_port()}" for name in services}
+    loopback = {(name, port): free_port() for name in services for port in (7222, 6222)}
     for name, service in services.items():
         (volume,) = service["volumes"]
         assert volume == f"{name}-data:/data" and f"{name}-data" in compose["volumes"]
-        assert all(not port.endswith(":7222") for port in service["ports"]), "the Raft port is never published"
+        published = {port.rsplit(":", 1)[1] for port in service["ports"]}
+        assert published == {"4222", "8222"}, "the Raft and route ports are never published"
         assert service["build"] == {"context": "..", "dockerfile": "deploy/Dockerfile"}
         env = {key: str(value) for key, value in service["environment"].items()}
         assert env["MQ9_RAFT_ADDR"] == f"{name}:7222" and env["MQ9_RAFT_ADDR"] in env["MQ9_PEERS"].split(",")
-        for other in services:  # the compose network's names stand for loopback ports here
-            env = {key: value.replace(f"{other}:7222", raft[other]) for key, value in env.items()}
+        assert f"{name}:6222" in env["MQ9_ROUTES"].split(",")
+        for (other, port), local in loopback.items():  # the compose network's names stand for loopback ports
+            env = {key: value.replace(f"{other}:{port}", f"127.0.0.1:{local}") for key, value in env.items()}
         data = tmp_path / name
         data.mkdir()
-        ports = {"MQ9_PORT": str(free_port()), "MQ9_HTTP_PORT": str(free_port()), "MQ9_DATA_DIR": str(data)}
+        ports = {"MQ9_PORT": str(free_port()), "MQ9_HTTP_PORT": str(free_port()), "MQ9_DATA_DIR": str(data),
+                 "MQ9_CLUSTER_ADDR": env["MQ9_CLUSTER_ADDR"].replace(":6222", f":{loopback[(name, 6222)]}")}
         env = {**runtime_env(tmp_path), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
                **env, **ports}
         proc = subprocess.Popen(runtime.exec_form("ENTRYPOINT"), env=env, cwd=data,
@@ -196,3 +201,12 @@ def test_compose_services_form_one_cluster(tmp_path: Path, compose_nodes: list) 
                              capture_output=True, timeout=30).returncode:
             assert time.monotonic() < deadline, f"{name} not ready"
             time.sleep(0.2)
+    for name, env, _ in compose_nodes:  # and one mesh of routes
+        while routes(env) != 2:
+            assert time.monotonic() < deadline, f"{name} has {routes(env)} routes"
+            time.sleep(0.2)
+
+
+def routes(env: dict[str, str]) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{env['MQ9_HTTP_PORT']}/routez", timeout=5) as response:
+        return json.load(response)["num_routes"]

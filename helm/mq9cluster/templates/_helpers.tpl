@@ -46,24 +46,25 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "%s.%s.svc.%s" (include "mq9cluster.headlessName" .) .Release.Namespace .Values.clusterDomain -}}
 {{- end -}}
 
-{{/* The initial members' Raft addresses, comma-separated: the static peers, and every joiner's seeds. */}}
-{{- define "mq9cluster.initialPeers" -}}
-{{- $peers := list -}}
-{{- range $i := until (int .Values.cluster.initialMembers) -}}
-{{- $peers = append $peers (printf "%s-%d.%s:%d" (include "mq9cluster.fullname" $) $i (include "mq9cluster.podDomain" $) (int $.Values.config.raft.port)) -}}
+{{/* The initial members' addresses on one port (dict "root" $ "port" N), comma-separated: on the
+Raft port the static peers and every joiner's seeds, on the route port every pod's first routes. */}}
+{{- define "mq9cluster.initialMembers" -}}
+{{- $addresses := list -}}
+{{- range $i := until (int .root.Values.cluster.initialMembers) -}}
+{{- $addresses = append $addresses (printf "%s-%d.%s:%d" (include "mq9cluster.fullname" $.root) $i (include "mq9cluster.podDomain" $.root) (int $.port)) -}}
 {{- end -}}
-{{- join "," $peers -}}
+{{- join "," $addresses -}}
 {{- end -}}
 
 {{/* The ports every pod listens on, by name, each from config.<name>.port: the container's ports
-and the headless Service's. peerPorts are open to the release's own pods only (NetworkPolicy).
-Core-NATS routes between the pods join both lists as "cluster" (config.cluster.port: 6222). */}}
+and the headless Service's. peerPorts are open to the release's own pods only (NetworkPolicy):
+Raft and the core-NATS routes ("cluster"), neither of which authenticates its peers. */}}
 {{- define "mq9cluster.portNames" -}}
-{{- list "nats" "raft" "monitor" | toJson -}}
+{{- list "nats" "raft" "cluster" "monitor" | toJson -}}
 {{- end -}}
 
 {{- define "mq9cluster.peerPorts" -}}
-{{- list "raft" | toJson -}}
+{{- list "raft" "cluster" | toJson -}}
 {{- end -}}
 
 {{- define "mq9cluster.ports" -}}
@@ -76,6 +77,6 @@ Core-NATS routes between the pods join both lists as "cluster" (config.cluster.p
 
 {{/* The broker's config file: chart-owned options over the user's config.options. */}}
 {{- define "mq9cluster.brokerConfig" -}}
-{{- $owned := dict "host" "0.0.0.0" "port" (int .Values.config.nats.port) "http_port" (int .Values.config.monitor.port) "data_dir" "/data" -}}
+{{- $owned := dict "host" "0.0.0.0" "port" (int .Values.config.nats.port) "http_port" (int .Values.config.monitor.port) "data_dir" "/data" "cluster_addr" (printf "0.0.0.0:%d" (int .Values.config.cluster.port)) -}}
 {{- toPrettyJson (merge $owned (deepCopy .Values.config.options)) -}}
 {{- end -}}
