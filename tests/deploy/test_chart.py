@@ -164,3 +164,14 @@ def test_notes_say_how_to_connect_and_scale() -> None:
     assert "--reuse-values --set replicas=5" in notes
     assert "mq9cluster status --seed" in notes
 
+
+
+def test_optional_parts_switch_off_cleanly() -> None:
+    docs = render("cluster.leaveOnScaleDown=false", "networkPolicy.enabled=false",
+                  "podDisruptionBudget.enabled=false", "podAntiAffinity=none")
+    assert {d["kind"] for d in docs} == {"StatefulSet", "Service", "ConfigMap"}
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSIONS[-1], strict=True)
+    pod = one(docs, "StatefulSet")["spec"]["template"]["spec"]
+    assert "lifecycle" not in container(docs) and "serviceAccountName" not in pod and "affinity" not in pod
+    assert all("projected" not in volume for volume in pod["volumes"])
