@@ -1,9 +1,10 @@
 """The store layer: mailbox state in RocksDB, the only importer of rocksdict.
 
 Owns the key layout (``keys``, with FORMAT_VERSION), the value codecs (``codecs``), atomic
-batches that write ``last_applied`` with the state they produce (``batch``), checkpoints and
-restore (``store``) and typed read views (``reads``). Must not import Raft, NATS or any other
-mq9cluster package but ``errors``. Layout and durability contract: docs/storage.md.
+batches that write ``last_applied`` with the state they produce (``batch``), checkpoints,
+snapshots, their install and restore (``store``), the generation directories and the pointer
+that make an install atomic (``generations``) and typed read views (``reads``). Must not import
+Raft, NATS or any other mq9cluster package but ``errors``. Layout and durability contract: docs/storage.md.
 """
 
 from mq9cluster.store.batch import Batch

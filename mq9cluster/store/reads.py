@@ -9,6 +9,7 @@ hand over from replay to live delivery at that Raft index with no gap and no dup
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import cast
 
 from rocksdict import Rdict, RdictIter, ReadOptions
@@ -112,20 +113,27 @@ class MessageScan:
 
 
 class StoreReads:
-    """Read views of committed state; :class:`~mq9cluster.store.store.Store` inherits them."""
+    """Read views of committed state; :class:`~mq9cluster.store.store.Store` inherits them.
 
-    _db: Rdict
+    Each read holds the store's RocksDB handle through ``_reading()`` for its duration only, so
+    the handle can be swapped (a snapshot install) between two reads from another thread.
+    """
+
+    def _reading(self) -> AbstractContextManager[Rdict]:
+        raise NotImplementedError
 
     def get_mailbox(self, address: str) -> Mailbox | None:
         """The mailbox record, or None if it does not exist."""
-        raw = self._db.get(keys.mailbox_key(keys.tagged(address)))
+        with self._reading() as db:
+            raw = db.get(keys.mailbox_key(keys.tagged(address)))
         return None if raw is None else codecs.decode_mailbox(address, raw)
 
     def iter_messages(self, address: str, priorities: Collection[int] | None = None,
                       after: Mapping[int, int] | None = None) -> MessageScan:
         """Stored messages in replay order, optionally only some priorities and only those after
         a per-priority cursor {priority: last msg_id seen}; empty for an unknown mailbox."""
-        return MessageScan(self._db, address, priorities, after)
+        with self._reading() as db:
+            return MessageScan(db, address, priorities, after)
 
     def get_messages(self, address: str, ids: Iterable[Sequence[int]]) -> list[Message]:
         """The stored messages among ``ids`` ((priority, msg_id) pairs), in that order; absent ones are left out."""
@@ -133,7 +141,8 @@ class StoreReads:
         wanted = [(priority, msg_id) for priority, msg_id in ids]
         if not wanted:
             return []
-        raws = cast(list[bytes | None], self._db.get([keys.message_key(tag, p, i) for p, i in wanted]))
+        with self._reading() as db:
+            raws = cast(list[bytes | None], db.get([keys.message_key(tag, p, i) for p, i in wanted]))
         found = []
         for (priority, msg_id), raw in zip(wanted, raws, strict=True):
             if raw is not None:
@@ -144,45 +153,51 @@ class StoreReads:
     def list_message_summaries(self, address: str) -> list[MessageSummary]:
         """(msg_id, priority, ts_ms) of every stored message, in replay order."""
         tag = keys.tagged(address)
-        bounded, _ = _open_scan(self._db, tag)
         summaries = []
-        for key, value in _walk(bounded, _ranges(tag, None, None)):
-            priority, msg_id = keys.parse_message_key(key)
-            summaries.append(MessageSummary(msg_id, priority, codecs.message_ts(value)))
+        with self._reading() as db:
+            bounded, _ = _open_scan(db, tag)
+            for key, value in _walk(bounded, _ranges(tag, None, None)):
+                priority, msg_id = keys.parse_message_key(key)
+                summaries.append(MessageSummary(msg_id, priority, codecs.message_ts(value)))
         return summaries
 
     def public_mailboxes(self) -> list[Mailbox]:
         """Every public mailbox, in address order."""
-        tags = [key[1:] for key in scan_keys(self._db, keys.PUBLIC, keys.end_of(keys.PUBLIC))]
-        if not tags:
-            return []
-        raws = cast(list[bytes | None], self._db.get([keys.mailbox_key(tag) for tag in tags]))
+        with self._reading() as db:
+            tags = [key[1:] for key in scan_keys(db, keys.PUBLIC, keys.end_of(keys.PUBLIC))]
+            if not tags:
+                return []
+            raws = cast(list[bytes | None], db.get([keys.mailbox_key(tag) for tag in tags]))
         return [codecs.decode_mailbox(keys.address_of(tag), raw)
                 for tag, raw in zip(tags, raws, strict=True) if raw is not None]
 
     def due_expiries(self, now_ms: int, limit: int | None = None) -> list[Expiry]:
         """Mailboxes whose expires_at <= now_ms, soonest first, at most ``limit`` of them."""
         due: list[Expiry] = []
-        for key in scan_keys(self._db, keys.EXPIRY, keys.expiry_bound(now_ms)):
-            if limit is not None and len(due) >= limit:
-                break
-            due.append(Expiry(*keys.parse_expiry_key(key)))
+        with self._reading() as db:
+            for key in scan_keys(db, keys.EXPIRY, keys.expiry_bound(now_ms)):
+                if limit is not None and len(due) >= limit:
+                    break
+                due.append(Expiry(*keys.parse_expiry_key(key)))
         return due
 
     def get_group_cursor(self, address: str, group: str) -> dict[int, int]:
         """{priority: last msg_id given to the group}; empty for a group never given anything."""
-        raw = self._db.get(keys.group_key(keys.tagged(address), group))
+        with self._reading() as db:
+            raw = db.get(keys.group_key(keys.tagged(address), group))
         return {} if raw is None else codecs.decode_cursor(raw)
 
     def get_dedup(self, proposal_id: bytes) -> bytes | None:
         """The result recorded for a proposal id, or None if unknown or pruned."""
-        raw = self._db.get(keys.dedup_key(proposal_id))
+        with self._reading() as db:
+            raw = db.get(keys.dedup_key(proposal_id))
         return None if raw is None else codecs.decode_dedup(raw)[1]
 
     def key_counts(self) -> dict[str, int]:
         """Number of keys per prefix name: a full scan, for tests and diagnostics only."""
         counts: dict[str, int] = {}
-        for key in self._db.keys():  # noqa: SIM118 (an Rdict is not a dict)
-            name = keys.PREFIX_NAMES[cast(bytes, key)[:1]]
-            counts[name] = counts.get(name, 0) + 1
+        with self._reading() as db:
+            for key in db.keys():  # noqa: SIM118 (an Rdict is not a dict)
+                name = keys.PREFIX_NAMES[cast(bytes, key)[:1]]
+                counts[name] = counts.get(name, 0) + 1
         return counts

@@ -1,19 +1,27 @@
-"""The Store: opening, durability, atomic commits, checkpoints and restore of the RocksDB state.
+"""The Store: opening, durability, atomic commits, checkpoints, snapshots and their install.
 
 The only place that opens RocksDB. Must not know about Raft or NATS: the Raft index is an
 integer handed in by the caller, and ``last_applied`` is written in the same atomic write as the
 state it produced. See docs/storage.md for the layout and the durability contract.
+
+Threads: one *writer* thread commits batches, takes snapshots and installs them; any thread may
+read. Reads go through a short lease on the open RocksDB handle (``_reading``), so an install
+can swap the handle under them: the old handle is closed, and its directory deleted, by whoever
+leaves it last. A ``MessageScan`` needs the lease only to create its iterator: an iterator keeps
+its RocksDB open by itself and goes on reading the old, fixed view after a swap.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tarfile
-import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
 
 from rocksdict import (
     BlockBasedOptions,
@@ -25,13 +33,15 @@ from rocksdict import (
     WriteOptions,
 )
 
-from mq9cluster.store import codecs, keys
-from mq9cluster.store.batch import Batch
 from mq9cluster.errors import AlreadyApplied, StoreError, StoreFormatError
+from mq9cluster.store import codecs, generations, keys
+from mq9cluster.store.batch import Batch
 from mq9cluster.store.reads import StoreReads, scan_keys
 
 DEDUP_WINDOW = 100_000
 """Dedup entries are kept for this many Raft indexes after the one that wrote them."""
+
+_SNAPSHOT_DIR = "checkpoint"  # the one directory inside a snapshot's tar
 
 
 def _options() -> Options:
@@ -47,8 +57,102 @@ def _options() -> Options:
     return options
 
 
+def _open_db(directory: Path, *, existing: bool = False) -> Rdict:
+    """Open and format-check the RocksDB in ``directory``; ``existing``: refuse to create one."""
+    if existing and not (directory / "CURRENT").is_file():
+        raise StoreError(f"{directory} holds no RocksDB (no CURRENT file)")
+    try:
+        db = Rdict(str(directory), _options())
+    except Exception as exc:
+        raise StoreError(f"cannot open store at {directory}: {exc}") from exc
+    try:
+        _check_format(db, directory, stamp=not existing)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+class _Handle:
+    """One open generation and the reads inside it; closed once retired and left by all."""
+
+    __slots__ = ("db", "directory", "readers", "retired", "remove")
+
+    def __init__(self, db: Rdict, directory: Path) -> None:
+        self.db = db
+        self.directory = directory
+        self.readers = 0
+        self.retired = False
+        self.remove = False  # delete the directory once closed (a replaced generation)
+
+    def dispose(self) -> None:
+        self.db.close()
+        if self.remove:
+            generations.remove(self.directory)
+
+
+class _Reading:
+    """``with store._reading() as db``: the current handle, held open until the block ends."""
+
+    __slots__ = ("_store", "_handle")
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def __enter__(self) -> Rdict:
+        self._handle = self._store._enter()
+        return self._handle.db
+
+    def __exit__(self, *exc: object) -> None:
+        self._store._leave(self._handle)
+
+
+class StoreSnapshot:
+    """A checkpoint of the store at one ``last_applied`` (``index``), to be packed later.
+
+    Taking it (``Store.snapshot``) is cheap: hard links plus a memtable flush. ``write_to`` packs
+    it into a stream and may run on any thread, while the store goes on committing. ``discard``
+    deletes the checkpoint; a crash leaves it to the next open's garbage collection.
+    """
+
+    def __init__(self, directory: Path, index: int) -> None:
+        self.directory = directory
+        self.index = index
+
+    def write_to(self, out: BinaryIO) -> None:
+        """Write the checkpoint as an uncompressed tar stream (one ``checkpoint/`` directory)."""
+        with tarfile.open(fileobj=out, mode="w|") as tar:
+            tar.add(self.directory, arcname=_SNAPSHOT_DIR)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.directory.parent, ignore_errors=True)
+
+    def __enter__(self) -> StoreSnapshot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.discard()
+
+
+def _checkpoint_files(source: BinaryIO) -> Iterator[tuple[str, BinaryIO]]:
+    """(name, content) of each file of a snapshot tar stream; StoreError for anything unexpected."""
+    try:
+        with tarfile.open(fileobj=source, mode="r|") as tar:
+            for member in tar:
+                if member.isdir() and member.name == _SNAPSHOT_DIR:
+                    continue
+                parent, _, name = member.name.partition("/")
+                if parent != _SNAPSHOT_DIR or not member.isfile():
+                    raise StoreError(f"snapshot holds an unexpected entry {member.name!r}")
+                content = tar.extractfile(member)
+                assert content is not None  # a regular file
+                yield name, content
+    except tarfile.TarError as exc:
+        raise StoreError(f"snapshot is not a readable tar stream: {exc}") from exc
+
+
 class Store(StoreReads):
-    """The mailbox state in one RocksDB directory.
+    """The mailbox state in one RocksDB directory (the current generation of ``path``).
 
     ``wal``/``sync`` choose durability: the Raft journal is the durable log and entries after
     ``last_applied`` are re-applied from it on restart, so the default is WAL on, no fsync per
@@ -56,9 +160,8 @@ class Store(StoreReads):
     entries exist, which is replicated state).
     """
 
-    def __init__(self, db: Rdict, path: Path, *, wal: bool, sync: bool,
+    def __init__(self, db: Rdict, path: Path, directory: Path, *, wal: bool, sync: bool,
                  dedup_window: int) -> None:
-        self._db = db
         self.path = path
         self.dedup_window = dedup_window
         self._write_options = WriteOptions()
@@ -66,29 +169,34 @@ class Store(StoreReads):
         self._write_options.disable_wal = not wal  # type: ignore[method-assign,assignment]
         self._write_options.sync = sync
         self._wal = wal
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # commits, checkpoints and the swap of the writer's handle
+        self._handles = threading.Lock()  # the current handle and reader counts; held briefly
+        self._handle: _Handle | None = None
+        self._use(_Handle(db, directory))
+
+    def _use(self, handle: _Handle) -> None:
+        """Writer side: make ``handle`` the one batches, commits and reads go to."""
+        self._db = handle.db
+        self._handle = handle
         self._last_applied = self._read_last_applied()
         self._dedup_oldest = self._first_dedup_index()
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, wal: bool = True, sync: bool = False,
              dedup_window: int = DEDUP_WINDOW) -> Store:
-        """Open or create the store at ``path``; StoreFormatError if it is of another format."""
+        """Open or create the store at ``path``; StoreFormatError if it is of another format.
+
+        Removes what an interrupted install, restore or snapshot left next to ``path``.
+        """
         if sync and not wal:
             raise ValueError("sync=True needs wal=True: without a WAL there is nothing to fsync")
         if dedup_window < 1:
             raise ValueError("dedup_window must be at least 1")
         path = Path(path)
-        try:
-            db = Rdict(str(path), _options())
-        except Exception as exc:
-            raise StoreError(f"cannot open store at {path}: {exc}") from exc
-        try:
-            _check_format(db, path)
-        except BaseException:
-            db.close()
-            raise
-        return cls(db, path, wal=wal, sync=sync, dedup_window=dedup_window)
+        directory = generations.current(path)
+        db = _open_db(directory)
+        generations.collect_garbage(path)  # after the open: its LOCK keeps a second process out
+        return cls(db, path, directory, wal=wal, sync=sync, dedup_window=dedup_window)
 
     @classmethod
     def restore(cls, checkpoint: str | os.PathLike[str], path: str | os.PathLike[str], *,
@@ -96,29 +204,40 @@ class Store(StoreReads):
                 dedup_window: int = DEDUP_WINDOW) -> Store:
         """Replace the store at ``path`` (which must be closed) by a copy of ``checkpoint``.
 
-        The copy is opened and format-checked before it replaces anything, then swapped in by
-        renames; ``checkpoint`` itself is left untouched.
+        The copy goes into the next generation, fsynced, and is opened and format-checked before
+        the pointer moves to it; ``checkpoint`` itself is left untouched.
         """
         path = Path(path)
-        staging = path.with_name(path.name + ".restoring")
-        retired = path.with_name(path.name + ".replaced")
-        for leftover in (staging, retired):
-            shutil.rmtree(leftover, ignore_errors=True)
-        shutil.copytree(checkpoint, staging)
+        target = generations.next_generation(path)
         try:
-            cls.open(staging).close()
+            for name in sorted(os.listdir(checkpoint)):
+                with open(Path(checkpoint) / name, "rb") as content:
+                    generations.fill(target, [(name, content)])
+            _open_db(target, existing=True).close()
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
+            generations.remove(target)
             raise
-        if path.exists():
-            path.rename(retired)
-        staging.rename(path)
-        shutil.rmtree(retired, ignore_errors=True)
+        generations.switch(path, target)
         return cls.open(path, wal=wal, sync=sync, dedup_window=dedup_window)
 
+    @property
+    def directory(self) -> Path:
+        """The current generation directory (``path`` or ``path.N``)."""
+        handle = self._handle
+        if handle is None:
+            raise StoreError(f"store at {self.path} is closed")
+        return handle.directory
+
     def close(self) -> None:
-        """Flush and close; the object is unusable afterwards."""
-        self._db.close()
+        """Close the store; reads still in progress finish first. Unusable afterwards."""
+        with self._handles:
+            handle, self._handle = self._handle, None
+            if handle is None:
+                return
+            handle.retired = True
+            idle = handle.readers == 0
+        if idle:
+            handle.dispose()
 
     def __enter__(self) -> Store:
         return self
@@ -126,6 +245,28 @@ class Store(StoreReads):
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+    # -- reads: a lease on the current handle -----------------------------------------------------
+
+    def _reading(self) -> _Reading:
+        return _Reading(self)
+
+    def _enter(self) -> _Handle:
+        with self._handles:
+            handle = self._handle
+            if handle is None:
+                raise StoreError(f"store at {self.path} is closed")
+            handle.readers += 1
+        return handle
+
+    def _leave(self, handle: _Handle) -> None:
+        with self._handles:
+            handle.readers -= 1
+            last = handle.retired and handle.readers == 0
+        if last:
+            handle.dispose()
+
+    # -- the writer thread ------------------------------------------------------------------------
 
     def last_applied(self) -> int:
         """The Raft index of the last committed batch (0 for a new store)."""
@@ -136,7 +277,7 @@ class Store(StoreReads):
         ``last_applied`` (the caller skips such entries when the journal replays them)."""
         if raft_index <= self._last_applied:
             raise AlreadyApplied(f"raft index {raft_index} <= last_applied {self._last_applied}")
-        return Batch(self._db, raft_index, self._commit)
+        return Batch(self._db, raft_index, functools.partial(self._commit, self._db))
 
     def checkpoint(self, dest: str | os.PathLike[str]) -> int:
         """Write a RocksDB checkpoint (hard links where possible) into ``dest``, which must not
@@ -148,30 +289,75 @@ class Store(StoreReads):
                 raise StoreError(f"cannot write checkpoint to {dest}: {exc}") from exc
             return self._last_applied
 
-    def write_snapshot(self, path: str | os.PathLike[str]) -> int:
-        """Make the store durable, then pack a checkpoint of it into one tar file at ``path``.
+    def snapshot(self) -> StoreSnapshot:
+        """Make the store durable and take a checkpoint of it next to ``path``, to pack later.
 
-        Returns the last_applied the snapshot holds. Called by Raft before it drops journal
-        entries, so ``persist()`` runs first: no entry is dropped that only the WAL's page cache held.
+        Called by Raft before it drops journal entries, so ``persist()`` runs first: no entry is
+        dropped that only the WAL's page cache held. Discard the result when done with it.
         """
         self.persist()
-        with tempfile.TemporaryDirectory(prefix=".snapshot-", dir=Path(path).parent) as tmp:
-            checkpoint = Path(tmp) / "checkpoint"
-            index = self.checkpoint(checkpoint)
-            with tarfile.open(path, "w") as tar:
-                tar.add(checkpoint, arcname="checkpoint")
-        return index
+        directory = generations.checkpoint_dir(self.path)
+        try:
+            index = self.checkpoint(directory)
+        except BaseException:
+            shutil.rmtree(directory.parent, ignore_errors=True)
+            raise
+        return StoreSnapshot(directory, index)
+
+    def write_snapshot(self, path: str | os.PathLike[str]) -> int:
+        """``snapshot()`` packed into one tar file at ``path``; returns the index it holds."""
+        with self.snapshot() as snapshot, open(path, "wb") as out:
+            snapshot.write_to(out)
+        return snapshot.index
+
+    def install(self, source: BinaryIO) -> int:
+        """Replace the whole state by the snapshot in ``source`` (``StoreSnapshot.write_to``'s
+        stream) and return its last_applied. Writer thread, with no batch open.
+
+        The snapshot is unpacked into the next generation, every file and the directory fsynced,
+        opened and format-checked; only then does the pointer move (the commit point) and do
+        commits and new reads go to it. The old generation is closed and deleted once the last
+        read inside it ends. On any error before the pointer moves the store is left as it was.
+        """
+        target = generations.next_generation(self.path)
+        try:
+            generations.fill(target, _checkpoint_files(source))
+            db = _open_db(target, existing=True)
+        except BaseException:
+            generations.remove(target)
+            raise
+        try:
+            generations.switch(self.path, target)
+        except BaseException:
+            db.close()
+            generations.remove(target)
+            raise
+        with self._lock, self._handles:
+            old = self._handle
+            self._use(_Handle(db, target))
+            if old is None:  # closed meanwhile: nothing to retire
+                idle = False
+            else:
+                old.retired = old.remove = True
+                idle = old.readers == 0
+        if idle:
+            assert old is not None
+            old.dispose()
+        return self._last_applied
 
     def persist(self) -> None:
         """Make every committed batch survive a power loss (fsync the WAL, or flush memtables
         when the WAL is off). Call before the journal drops entries up to last_applied."""
-        if self._wal:
-            self._db.flush_wal(True)
-        else:
-            self._db.flush(True)
-
-    def _commit(self, wb: WriteBatch, raft_index: int, fresh_dedup: set[bytes]) -> None:
         with self._lock:
+            if self._wal:
+                self._db.flush_wal(True)
+            else:
+                self._db.flush(True)
+
+    def _commit(self, db: Rdict, wb: WriteBatch, raft_index: int, fresh_dedup: set[bytes]) -> None:
+        with self._lock:
+            if db is not self._db:
+                raise StoreError("a batch begun before a snapshot install cannot commit after it")
             if raft_index <= self._last_applied:
                 raise AlreadyApplied(
                     f"raft index {raft_index} <= last_applied {self._last_applied}")
@@ -209,10 +395,14 @@ class Store(StoreReads):
         return 0 if raw is None else codecs.decode_u64(raw)
 
 
-def _check_format(db: Rdict, path: Path) -> None:
-    """Stamp a new store with FORMAT_VERSION; refuse a store of another version or origin."""
+def _check_format(db: Rdict, path: Path, *, stamp: bool = True) -> None:
+    """Stamp a new store with FORMAT_VERSION (if ``stamp``); refuse a store of another version
+    or origin."""
     raw = db.get(keys.FORMAT_KEY)
     if raw is None:
+        if not stamp:
+            raise StoreFormatError(f"{path} holds no mq9cluster format version: not a snapshot "
+                                   "or checkpoint of an mq9cluster store")
         if next(iter(db.keys()), None) is not None:
             raise StoreFormatError(f"{path} holds a RocksDB without an mq9cluster format "
                                    "version: not an mq9cluster store")

@@ -100,7 +100,8 @@ def test_checkpoint_and_restore_round_trip(tmp_path: Path, mailbox: MailboxFacto
         assert _append(restored, "a", 5) == [6, 7, 8, 9, 10]  # the journal replays entry 4
         assert restored.key_counts() == expected_after
     assert (tmp_path / "snap").is_dir()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["live", "snap"]
+    # the copy is the next generation; the pointer names it; the old generation is gone
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["live.1", "live.CURRENT", "snap"]
 
 
 def test_restore_of_a_bad_checkpoint_leaves_the_store_alone(
