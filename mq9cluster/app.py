@@ -8,7 +8,7 @@ import logging
 import signal
 import time
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, BinaryIO
 
 import uvloop
 
@@ -54,7 +54,7 @@ class Node:
             self.raft = RaftNode(
                 settings.raft_addr, settings.other_peers, str(settings.data_dir),
                 self._apply_entry, self.machine.last_applied, on_fatal=self._raft_failed,
-                snapshot_writer=self.store.write_snapshot, snapshot_reader=self._install_snapshot,
+                snapshot_writer=self.store.snapshot, snapshot_reader=self._install_snapshot,
                 tuning=RaftTuning(snapshot_min_entries=settings.raft_snapshot_entries),
             )
         except OSError as exc:
@@ -89,10 +89,10 @@ class Node:
         return self.machine.apply_batch(index, raw_ops, proposal_id)
 
     @staticmethod
-    def _install_snapshot(path: str) -> None:
+    def _install_snapshot(state: BinaryIO) -> None:
         """Raft thread: a snapshot newer than this node's store arrived (or the store was lost)."""
         raise StoreError(
-            f"the Raft log was compacted past this node's store (snapshot {path}); installing a "
+            "the Raft log was compacted past this node's store; installing a "
             "snapshot into a running node is not supported yet: restore the data dir from a backup"
         )
 

@@ -42,10 +42,25 @@ pysyncobj behaviour relied on (``pysyncobj/syncobj.py`` of 0.3.17):
 - A follower starts an election only while connected to some peer (L635): one whose peers are
   all gone keeps its dead leader as leader forever.
 - Pipelined AppendEntries trip two pysyncobj flaws (L1079-1082, L991-1006): see ``_Transport``.
-- With a custom serializer the snapshot is written synchronously on the tick thread into
-  ``fullDumpFile + '.tmp'`` and renamed over ``fullDumpFile`` (serializer.py L84-97); the
-  deserializer's result, prefixed with ``None``, replaces pysyncobj's pickled object state
-  (serializer.py L110-111, syncobj.py L1472-1511), and a failing deserializer is only logged.
+- Log compaction (``__tryLogCompaction`` L1421, every tick) first asks the serializer's state
+  (serializer.py L28-32: our ``serializeChecker`` when given; SUCCESS or FAILED also clear its
+  busy mark) and, while that is not NOT_SERIALIZING, starts nothing; on SUCCESS it drops the
+  journal up to the snapshot's previous entry (L1425-1428). With a custom serializer
+  ``serialize`` calls it on the tick thread with ``fullDumpFile + '.tmp'``, then renames that
+  file over ``fullDumpFile``; an exception from either is swallowed and leaves the serializer
+  busy (serializer.py L84-102). While busy, ``getTransmissionData`` sends no snapshot to a
+  follower (serializer.py L117-119) and ``serialize`` does nothing (L62-64). ``_SnapshotJob``
+  builds on exactly this: the serializer starts a thread and returns without creating the
+  ``.tmp`` file; the thread captures the state and writes the file; the checker renames it
+  into place.
+- A follower receives a snapshot in chunks into ``fullDumpFile + '.1.tmp'`` (not fsynced),
+  renames it over ``fullDumpFile`` and loads it at once with ``clearJournal=True``
+  (serializer.py L176-202, syncobj.py L1022-1025); a restarted node loads ``fullDumpFile`` in
+  its first tick with ``clearJournal=False`` (L624-627). Loading (``__loadDumpFile`` L1472)
+  calls the deserializer, whose result prefixed with ``None`` replaces pysyncobj's pickled
+  object state; clears the journal and puts the snapshot's last two entries in it unless the
+  journal starts with exactly those two (L1489-1495); sets ``raftLastApplied`` to the
+  snapshot's index (L1497). A failing deserializer is only logged (L1510-1511).
 """
 
 from __future__ import annotations
@@ -62,11 +77,11 @@ import threading
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, BinaryIO
+from dataclasses import dataclass, replace
+from typing import Any, BinaryIO, Protocol
 
 import msgpack
-from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjException, replicated
+from pysyncobj import FAIL_REASON, SERIALIZER_STATE, SyncObj, SyncObjConf, SyncObjException, replicated
 from pysyncobj.node import Node, TCPNode
 from pysyncobj.pipe_notifier import PipeNotifier
 from pysyncobj.transport import TCPTransport
@@ -99,11 +114,29 @@ _DISABLED = 1 << 62  # "never" for pysyncobj's compaction thresholds
 _EXPIRY_SCAN_INTERVAL = 0.01
 _BARRIER_RETRY_PAUSE = 0.01
 _NO_QUORUM = -1  # our own outcome code next to pysyncobj's FAIL_REASON values
-# pysyncobj's (serializer.py L85, L176) and ours (_write_snapshot, _read_snapshot).
-_SNAPSHOT_TEMPORARIES = (".tmp", ".1.tmp", ".tmp.state", ".state")
+# pysyncobj's (serializer.py L85, L176), ours (_SnapshotJob) and older releases' (.state).
+_SNAPSHOT_TEMPORARIES = (".tmp", ".1.tmp", ".writing", ".tmp.state", ".state")
 
 ApplyEntry = Callable[[int, bytes], Any]
 Done = Callable[[Any, "BaseException | None"], None]
+
+
+class StateSnapshot(Protocol):
+    """The state machine's state captured at one moment, to be written out."""
+
+    index: int  # the state machine's last_applied in this state
+
+    def write_to(self, out: BinaryIO) -> None:
+        """Write the state to ``out``."""
+
+    def discard(self) -> None:
+        """Release what the capture holds (called once, after ``write_to`` or instead of it)."""
+
+
+# Called on the snapshot thread while entries are applied: capture a consistent state that holds
+# at least every entry applied before the call (it may hold later ones: its ``index`` says).
+SnapshotWriter = Callable[[], StateSnapshot]
+SnapshotReader = Callable[[BinaryIO], None]  # tick thread: replace the state by a verified stream
 
 
 @dataclass(frozen=True)
@@ -142,6 +175,8 @@ class RaftStatus:
     peers: dict[str, bool]  # address -> connected
     match_index: dict[str, int]  # leader only: address -> highest index known stored there
     leader_commit_index: int | None = None  # the leader's commit index, as last heard from it
+    snapshots_written: int = 0  # since start: snapshot files this node wrote (log compactions)
+    snapshots_installed: int = 0  # since start: snapshots that replaced this node's state
 
     @classmethod
     def from_pysyncobj(cls, address: str, raw: dict[str, Any]) -> RaftStatus:
@@ -246,7 +281,8 @@ class _Transport(TCPTransport):
       follower first drops the entries it provably holds: if its last entry has the leader's
       term, it came from this leader, so by Log Matching its whole log is a prefix of the leader's.
 
-    Both read pysyncobj's private state; this class is the only place that does.
+    Both read pysyncobj's private state; besides two methods of ``_ReplicatedLog`` for snapshot
+    loading, this class is the only place that does.
     """
 
     def _onMessageReceived(self, node: Node, message: Any) -> None:
@@ -305,6 +341,33 @@ class _ReplicatedLog(SyncObj):
         leader = self._getLeader()
         return leader is not None and (leader == self.selfNode or self.isNodeConnected(leader))
 
+    def keep_log_after_snapshot(self, prev: tuple[bytes, int, int], last: tuple[bytes, int, int]) -> None:
+        """Drop the journal's entries before ``prev`` if it holds ``prev`` and ``last`` further on.
+
+        Loading a snapshot, pysyncobj clears the whole journal unless it starts with exactly the
+        snapshot's last two entries (syncobj.py L1489-1495). A node that crashed after its new
+        snapshot was put in place but before the journal was compacted (the next tick) would so
+        lose the entries after the snapshot at restart, acknowledged ones included. Compacting
+        first keeps them. Reads pysyncobj's private journal (as ``_Transport`` does).
+        """
+        log = self._SyncObj__raftLog  # type: ignore[attr-defined]
+        if not len(log):
+            return
+        position = prev[1] - log[0][1]
+        if 0 < position < len(log) - 1 and log[position] == prev and log[position + 1] == last:
+            log.deleteEntriesTo(position)
+
+    def restart_election_timer(self) -> None:
+        """As if the leader had just been heard from: after an install that took a while.
+
+        The snapshot came from the leader, but pysyncobj started the election timer before
+        loading it (syncobj.py L951) and checks it early in the next tick (L634-635): a
+        follower whose install outlasted the election timeout would call an election at once,
+        and without pre-vote its higher term unseats a healthy leader.
+        """
+        self._SyncObj__raftElectionDeadline = (  # type: ignore[attr-defined]
+            time.monotonic() + self._SyncObj__generateRaftTimeout())  # type: ignore[attr-defined]
+
 
 class RaftNode:
     """One Raft member: propose bytes, get the state machine's result once applied here."""
@@ -317,8 +380,8 @@ class RaftNode:
         apply_entry: ApplyEntry,
         last_applied: Callable[[], int],
         *,
-        snapshot_writer: Callable[[str], None] | None = None,
-        snapshot_reader: Callable[[str], None] | None = None,
+        snapshot_writer: SnapshotWriter | None = None,
+        snapshot_reader: SnapshotReader | None = None,
         tuning: RaftTuning = RaftTuning(),
         on_fatal: Callable[[BaseException], None] | None = None,
     ) -> None:
@@ -327,10 +390,11 @@ class RaftNode:
         ``apply_entry(index, entry)`` applies one committed entry (never a no-op) and returns its
         result; it must not raise for user errors: an exception stops the node. ``last_applied()``
         is the store's last applied index (cheap: called per entry); entries at or below it are
-        skipped. ``snapshot_writer(path)`` writes the state machine's snapshot to ``path`` and
-        ``snapshot_reader(path)`` replaces the state machine's state by one; without them log
-        compaction is disabled and the journal grows without bound. ``on_fatal`` is called on the
-        tick thread after the node stopped on an error.
+        skipped. ``snapshot_writer()`` captures the state machine's state (a ``StateSnapshot``;
+        called and written out on a thread of its own, while entries are applied) and
+        ``snapshot_reader(stream)`` replaces the state machine's state by one read from a
+        verified stream; without them log compaction is disabled and the journal grows without
+        bound. ``on_fatal`` is called on the tick thread after the node stopped on an error.
         """
         if (snapshot_writer is None) != (snapshot_reader is None):
             raise ValueError("give both snapshot_writer and snapshot_reader, or neither")
@@ -356,7 +420,11 @@ class RaftNode:
         self._parked_lock = threading.Lock()
         self._leaderless_since: float | None = time.monotonic() + tuning.election_timeout_max
         self._refusing = False
-        raft_dir = os.path.join(data_dir, "raft")
+        self._snapshot_job: _SnapshotJob | None = None
+        self._snapshot_failed = False  # _write_snapshot raised: report FAILED once
+        self._snapshots_written = 0
+        self._snapshots_installed = 0
+        raft_dir = self._raft_dir = os.path.join(data_dir, "raft")
         os.makedirs(raft_dir, exist_ok=True)
         for stale in _SNAPSHOT_TEMPORARIES:  # left by a crash while a snapshot was written or read
             path = os.path.join(raft_dir, "snapshot" + stale)
@@ -395,6 +463,7 @@ class RaftNode:
             logCompactionMinEntries=t.snapshot_min_entries if with_snapshots else _DISABLED,
             logCompactionMinTime=t.snapshot_min_interval if with_snapshots else _DISABLED,
             serializer=self._write_snapshot if with_snapshots else None,
+            serializeChecker=self._snapshot_progress if with_snapshots else None,
             deserializer=self._read_snapshot if with_snapshots else None,
             useFork=False,
             onStateChanged=self._on_state_changed,
@@ -665,39 +734,98 @@ class RaftNode:
     # -- snapshots ----------------------------------------------------------------------------------
 
     def _write_snapshot(self, path: str, raft_data: tuple[Any, Any, Any]) -> None:
-        """pysyncobj's serializer: the state machine's snapshot and pysyncobj's data in one file."""
+        """pysyncobj's serializer (tick thread): start writing a snapshot on a thread of its own.
+
+        Returns without creating ``path`` (pysyncobj's ``.tmp`` name): pysyncobj's rename of it
+        then fails quietly and leaves its serializer busy until ``_snapshot_progress`` reports
+        the outcome; see the module docstring. The state is captured on that thread, so it holds
+        every entry up to the snapshot's index and maybe later ones: harmless, as entries at or
+        below the state machine's ``last_applied`` are skipped wherever the snapshot is loaded.
+        """
         last, prev, cluster = raft_data
-        state_path = path + ".state"
         try:
-            self._snapshot_writer(state_path)  # type: ignore[misc]
-            write_snapshot_file(path, last, prev, sorted(node.id for node in cluster), state_path)
+            if os.path.exists(path):
+                os.unlink(path)
+            self._snapshot_job = _SnapshotJob(os.path.join(self._raft_dir, "snapshot"), last, prev,
+                                              sorted(node.id for node in cluster), self._snapshot_writer)  # type: ignore[arg-type]
         except Exception:
-            logger.exception("raft %s: writing snapshot at index %d failed", self.address, last[1])
+            logger.exception("raft %s: starting the snapshot at index %d failed", self.address, last[1])
+            self._snapshot_failed = True  # pysyncobj's serializer is busy until told FAILED
             raise
-        finally:
-            if os.path.exists(state_path):
-                os.unlink(state_path)
+
+    def _snapshot_progress(self) -> int:
+        """pysyncobj's serializeChecker (tick thread): the state of the snapshot being written.
+
+        A finished file is renamed into place here, on the tick thread, so that it can never
+        replace a snapshot received from the leader in the meantime (those are renamed and
+        loaded on this thread too, and a load supersedes the job).
+        """
+        if self._snapshot_failed:
+            self._snapshot_failed = False
+            return SERIALIZER_STATE.FAILED
+        job = self._snapshot_job
+        if job is None:
+            return SERIALIZER_STATE.NOT_SERIALIZING
+        if job.thread.is_alive():
+            return SERIALIZER_STATE.SERIALIZING
+        self._snapshot_job = None
+        if job.error is not None or job.superseded:
+            if job.error is not None:
+                logger.error("raft %s: writing the snapshot at index %d failed: %r",
+                             self.address, job.index, job.error)
+            if os.path.exists(job.partial):
+                os.unlink(job.partial)
+            return SERIALIZER_STATE.FAILED
+        try:
+            os.replace(job.partial, job.final)
+            _fsync_dir(self._raft_dir)
+        except OSError:
+            logger.exception("raft %s: putting the snapshot at index %d in place failed",
+                             self.address, job.index)
+            return SERIALIZER_STATE.FAILED
+        self._snapshots_written += 1
+        logger.info("raft %s: snapshot at index %d (state at %d) written on the snapshot thread: "
+                    "state captured in %.1f ms, %d bytes written in %.1f ms", self.address,
+                    job.index, job.state_index, job.capture * 1000, job.size, job.write * 1000)
+        return SERIALIZER_STATE.SUCCESS
 
     def _read_snapshot(self, path: str) -> tuple[Any, Any, Any]:
-        """pysyncobj's deserializer: restore the state machine unless it is already past the snapshot."""
+        """pysyncobj's deserializer (tick thread): install a snapshot newer than the state machine.
+
+        Both checksums are verified before the state machine sees a byte. A snapshot whose
+        state is not newer than the state machine's (a restart) is not read past its metadata.
+        """
         try:
+            if self._snapshot_job is not None:  # our own, older snapshot must not replace this one
+                self._snapshot_job.superseded = True
             with open(path, "rb") as f:
                 os.fsync(f.fileno())  # a snapshot received from the leader was never fsynced
-                last, prev, cluster = read_snapshot_meta(f)
-                if self._last_applied() < last[1]:
-                    state_path = path + ".state"
-                    try:
-                        extract_snapshot_state(f, state_path)
-                        self._snapshot_reader(state_path)  # type: ignore[misc]
-                    finally:
-                        if os.path.exists(state_path):
-                            os.unlink(state_path)
+                _fsync_dir(self._raft_dir)  # nor the rename that put it in place
+                last, prev, cluster, state_index = read_snapshot_meta(f)
+                have = self._last_applied()
+                if have < state_index:
+                    self._install(f, last[1], state_index, have)
+                    self._obj.restart_election_timer()
+            self._obj.keep_log_after_snapshot(prev, last)
             return last, prev, {TCPNode(address) for address in cluster}
         except BaseException as exc:
             # pysyncobj only logs a failing deserializer and would go on without the state:
             # record it so that the tick thread stops the node.
             self._failure = exc
             raise
+
+    def _install(self, f: BinaryIO, index: int, state_index: int, have: int) -> None:
+        started = time.perf_counter()
+        logger.info("raft %s: installing the snapshot at index %d (state at %d) over a state "
+                    "machine at %d", self.address, index, state_index, have)
+        stream = verified_snapshot_state(f)
+        verified = time.perf_counter()
+        self._snapshot_reader(stream)  # type: ignore[misc]
+        self._snapshots_installed += 1
+        done = time.perf_counter()
+        logger.info("raft %s: snapshot at index %d installed: %d bytes, checksum %.1f ms, "
+                    "install %.1f ms", self.address, index, stream.length,
+                    (verified - started) * 1000, (done - verified) * 1000)
 
     # -- status and lifecycle -----------------------------------------------------------------------
 
@@ -713,7 +841,9 @@ class RaftNode:
                 continue
         else:
             raise RuntimeError("raft status kept changing while read")
-        return RaftStatus.from_pysyncobj(self.address, raw)
+        return replace(RaftStatus.from_pysyncobj(self.address, raw),
+                       snapshots_written=self._snapshots_written,
+                       snapshots_installed=self._snapshots_installed)
 
     @property
     def failure(self) -> BaseException | None:
@@ -731,6 +861,9 @@ class RaftNode:
             self._thread.join(timeout)
             if self._thread.is_alive():
                 raise RuntimeError(f"raft {self.address}: tick thread did not stop in {timeout} s")
+            job = self._snapshot_job
+            if job is not None:  # its unfinished file is removed at the next start
+                job.thread.join(timeout)
 
 
 def _suffixed(raw: dict[str, Any], prefix: str) -> dict[str, Any]:
@@ -740,8 +873,10 @@ def _suffixed(raw: dict[str, Any], prefix: str) -> dict[str, Any]:
 # -- snapshot file container ------------------------------------------------------------------------
 #
 # FILE_MAGIC, u32 meta length, u32 CRC32 of meta, meta (msgpack [last entry, previous entry,
-# cluster addresses], an entry being [command, idx, term]), the state machine's snapshot bytes,
-# then u64 state length and u32 CRC32 of the state. pysyncobj sends this file to followers as is.
+# cluster addresses, state index], an entry being [command, idx, term]; the state index, the state
+# machine's last_applied in the state, is absent in files of older releases), the state machine's
+# snapshot bytes, then u64 state length and u32 CRC32 of the state. pysyncobj sends this file to
+# followers as is.
 
 SNAPSHOT_MAGIC = b"MQ9SNAP\x01"
 _META_HEAD = struct.Struct("<II")
@@ -749,22 +884,88 @@ _STATE_TAIL = struct.Struct("<QI")
 _COPY_CHUNK = 1 << 20
 
 
-def write_snapshot_file(path: str, last: Any, prev: Any, cluster: list[str], state_path: str) -> None:
-    """Write the container to ``path`` and fsync it (pysyncobj renames it into place)."""
-    meta = msgpack.packb([list(last), list(prev), cluster], use_bin_type=True)
-    with open(path, "wb") as out, open(state_path, "rb") as state:
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _snapshot_meta(last: Any, prev: Any, cluster: list[str], state_index: int) -> bytes:
+    return msgpack.packb([list(last), list(prev), cluster, state_index], use_bin_type=True)
+
+
+class _Summing:
+    """A write-only stream that counts and checksums what passes through to ``out``."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self.length = 0
+        self.crc = 0
+
+    def write(self, data: bytes) -> int:
+        self._out.write(data)
+        self.length += len(data)
+        self.crc = zlib.crc32(data, self.crc)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def write_snapshot_file(path: str, meta: bytes, write_state: Callable[[BinaryIO], None]) -> int:
+    """Write the container with ``write_state``'s bytes to ``path`` and fsync it; its size."""
+    with open(path, "wb") as out:
         out.write(SNAPSHOT_MAGIC + _META_HEAD.pack(len(meta), zlib.crc32(meta)) + meta)
-        length, crc = 0, 0
-        while chunk := state.read(_COPY_CHUNK):
-            out.write(chunk)
-            length, crc = length + len(chunk), zlib.crc32(chunk, crc)
-        out.write(_STATE_TAIL.pack(length, crc))
+        state = _Summing(out)
+        write_state(state)  # type: ignore[arg-type]
+        out.write(_STATE_TAIL.pack(state.length, state.crc))
         out.flush()
         os.fsync(out.fileno())
+        return out.tell()
 
 
-def read_snapshot_meta(f: BinaryIO) -> tuple[tuple[bytes, int, int], tuple[bytes, int, int], list[str]]:
-    """(last entry, previous entry, cluster addresses); leaves ``f`` at the state bytes."""
+class _SnapshotJob:
+    """One snapshot file, captured and written by a thread of its own."""
+
+    def __init__(self, final: str, last: Any, prev: Any, cluster: list[str], capture: SnapshotWriter) -> None:
+        self.final = final
+        self.partial = final + ".writing"
+        self.index = last[1]
+        self.state_index = 0
+        self.capture = self.write = 0.0  # seconds each step took
+        self.size = 0
+        self.error: BaseException | None = None
+        self.superseded = False  # a snapshot was loaded meanwhile: this one must not replace it
+        self.thread = threading.Thread(target=self._run, args=(last, prev, cluster, capture),
+                                       name="raft-snapshot", daemon=True)
+        self.thread.start()
+
+    def _run(self, last: Any, prev: Any, cluster: list[str], capture: SnapshotWriter) -> None:
+        started = time.perf_counter()
+        try:
+            state = capture()
+        except BaseException as exc:
+            self.error = exc
+            return
+        captured = time.perf_counter()
+        self.capture, self.state_index = captured - started, state.index
+        try:
+            meta = _snapshot_meta(last, prev, cluster, state.index)
+            self.size = write_snapshot_file(self.partial, meta, state.write_to)
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            try:
+                state.discard()
+            except Exception:
+                logger.exception("raft: discarding a captured snapshot state failed")
+            self.write = time.perf_counter() - captured
+
+
+def read_snapshot_meta(f: BinaryIO) -> tuple[tuple[bytes, int, int], tuple[bytes, int, int], list[str], int]:
+    """(last entry, previous entry, cluster addresses, state index); leaves ``f`` at the state."""
     head = f.read(len(SNAPSHOT_MAGIC) + _META_HEAD.size)
     if len(head) < len(SNAPSHOT_MAGIC) + _META_HEAD.size or not head.startswith(SNAPSHOT_MAGIC):
         raise SnapshotCorrupt(f"{f.name}: not an mq9 snapshot (header {head[:8]!r})")
@@ -772,12 +973,32 @@ def read_snapshot_meta(f: BinaryIO) -> tuple[tuple[bytes, int, int], tuple[bytes
     meta = f.read(length)
     if len(meta) != length or zlib.crc32(meta) != crc:
         raise SnapshotCorrupt(f"{f.name}: snapshot metadata truncated or checksum mismatch")
-    last, prev, cluster = msgpack.unpackb(meta, raw=False)
-    return tuple(last), tuple(prev), cluster  # type: ignore[return-value]
+    last, prev, cluster, *rest = msgpack.unpackb(meta, raw=False)
+    state_index = rest[0] if rest else last[1]
+    return tuple(last), tuple(prev), cluster, state_index  # type: ignore[return-value]
 
 
-def extract_snapshot_state(f: BinaryIO, state_path: str) -> None:
-    """Copy the state bytes after the metadata to ``state_path``, verifying length and checksum."""
+class SnapshotState:
+    """The state bytes of a snapshot file, already verified: a read-only stream of ``length`` bytes."""
+
+    def __init__(self, f: BinaryIO, start: int, length: int) -> None:
+        self._f = f
+        self.length = length
+        self._left = length
+        f.seek(start)
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0 or size > self._left:
+            size = self._left
+        data = self._f.read(size)
+        if len(data) != size:
+            raise SnapshotCorrupt(f"{self._f.name}: snapshot changed while it was read")
+        self._left -= size
+        return data
+
+
+def verified_snapshot_state(f: BinaryIO) -> SnapshotState:
+    """Check the length and checksum of the state after the metadata; the state as a stream."""
     start = f.tell()
     end = os.fstat(f.fileno()).st_size - _STATE_TAIL.size
     if end < start:
@@ -788,14 +1009,13 @@ def extract_snapshot_state(f: BinaryIO, state_path: str) -> None:
         raise SnapshotCorrupt(f"{f.name}: snapshot state is {end - start} bytes, expected {length}")
     f.seek(start)
     actual = 0
-    with open(state_path, "wb") as out:
-        remaining = length
-        while remaining:
-            chunk = f.read(min(_COPY_CHUNK, remaining))
-            if not chunk:
-                raise SnapshotCorrupt(f"{f.name}: snapshot truncated")
-            out.write(chunk)
-            actual = zlib.crc32(chunk, actual)
-            remaining -= len(chunk)
+    remaining = length
+    while remaining:
+        chunk = f.read(min(_COPY_CHUNK, remaining))
+        if not chunk:
+            raise SnapshotCorrupt(f"{f.name}: snapshot truncated")
+        actual = zlib.crc32(chunk, actual)
+        remaining -= len(chunk)
     if actual != crc:
         raise SnapshotCorrupt(f"{f.name}: snapshot state checksum mismatch")
+    return SnapshotState(f, start, length)

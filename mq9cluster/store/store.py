@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import BinaryIO
 
 from rocksdict import (
+    AccessType,
     BlockBasedOptions,
     Checkpoint,
     DBRecoveryMode,
@@ -169,7 +170,7 @@ class Store(StoreReads):
         self._write_options.disable_wal = not wal  # type: ignore[method-assign,assignment]
         self._write_options.sync = sync
         self._wal = wal
-        self._lock = threading.Lock()  # commits, checkpoints and the swap of the writer's handle
+        self._lock = threading.Lock()  # commits and the swap of the writer's handle
         self._handles = threading.Lock()  # the current handle and reader counts; held briefly
         self._handle: _Handle | None = None
         self._use(_Handle(db, directory))
@@ -280,20 +281,23 @@ class Store(StoreReads):
         return Batch(self._db, raft_index, functools.partial(self._commit, self._db))
 
     def checkpoint(self, dest: str | os.PathLike[str]) -> int:
-        """Write a RocksDB checkpoint (hard links where possible) into ``dest``, which must not
-        exist, and return the last_applied it holds. Safe to call while batches commit."""
-        with self._lock:
+        """Write a RocksDB checkpoint (a memtable flush plus hard links) into ``dest``, which must
+        not exist, and return the last_applied it holds. Any thread, while batches commit: RocksDB
+        takes it at one point in time, and the index is read from the checkpoint itself."""
+        with self._reading() as db:
             try:
-                Checkpoint(self._db).create_checkpoint(str(dest))
+                Checkpoint(db).create_checkpoint(str(dest))
             except Exception as exc:
                 raise StoreError(f"cannot write checkpoint to {dest}: {exc}") from exc
-            return self._last_applied
+        return _stored_last_applied(Path(dest))
 
     def snapshot(self) -> StoreSnapshot:
         """Make the store durable and take a checkpoint of it next to ``path``, to pack later.
 
-        Called by Raft before it drops journal entries, so ``persist()`` runs first: no entry is
-        dropped that only the WAL's page cache held. Discard the result when done with it.
+        Any thread, while batches commit (Raft calls it on its snapshot thread): the snapshot
+        holds at least every batch committed before the call. Called before Raft drops journal
+        entries, so ``persist()`` runs first: no entry is dropped that only the WAL's page cache
+        held. Discard the result when done with it.
         """
         self.persist()
         directory = generations.checkpoint_dir(self.path)
@@ -303,12 +307,6 @@ class Store(StoreReads):
             shutil.rmtree(directory.parent, ignore_errors=True)
             raise
         return StoreSnapshot(directory, index)
-
-    def write_snapshot(self, path: str | os.PathLike[str]) -> int:
-        """``snapshot()`` packed into one tar file at ``path``; returns the index it holds."""
-        with self.snapshot() as snapshot, open(path, "wb") as out:
-            snapshot.write_to(out)
-        return snapshot.index
 
     def install(self, source: BinaryIO) -> int:
         """Replace the whole state by the snapshot in ``source`` (``StoreSnapshot.write_to``'s
@@ -347,12 +345,12 @@ class Store(StoreReads):
 
     def persist(self) -> None:
         """Make every committed batch survive a power loss (fsync the WAL, or flush memtables
-        when the WAL is off). Call before the journal drops entries up to last_applied."""
-        with self._lock:
+        when the WAL is off). Call before the journal drops entries up to last_applied. Any thread."""
+        with self._reading() as db:
             if self._wal:
-                self._db.flush_wal(True)
+                db.flush_wal(True)
             else:
-                self._db.flush(True)
+                db.flush(True)
 
     def _commit(self, db: Rdict, wb: WriteBatch, raft_index: int, fresh_dedup: set[bytes]) -> None:
         with self._lock:
@@ -393,6 +391,19 @@ class Store(StoreReads):
     def _read_last_applied(self) -> int:
         raw = self._db.get(keys.LAST_APPLIED_KEY)
         return 0 if raw is None else codecs.decode_u64(raw)
+
+
+def _stored_last_applied(directory: Path) -> int:
+    """The last_applied of the (closed) RocksDB in ``directory``."""
+    try:
+        db = Rdict(str(directory), _options(), access_type=AccessType.read_only())
+    except Exception as exc:
+        raise StoreError(f"cannot read checkpoint at {directory}: {exc}") from exc
+    try:
+        raw = db.get(keys.LAST_APPLIED_KEY)
+    finally:
+        db.close()
+    return 0 if raw is None else codecs.decode_u64(raw)
 
 
 def _check_format(db: Rdict, path: Path, *, stamp: bool = True) -> None:

@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 
@@ -54,6 +54,8 @@ class FileStateMachine:
         self.fail_on = fail_on
         self.applied: list[tuple[int, bytes]] = []
         self.last = json.loads(path.read_text())["last_applied"] if path.exists() else 0
+        self.write_delay = 0.0
+        self.installs = 0
 
     def apply(self, index: int, data: bytes) -> Any:
         assert index > self.last, "applied an entry at or below last_applied"
@@ -67,15 +69,34 @@ class FileStateMachine:
     def last_applied(self) -> int:
         return self.last
 
-    def write_snapshot(self, path: str) -> None:
-        Path(path).write_text(json.dumps({"last_applied": self.last, "applied": [
-            [index, data.hex()] for index, data in self.applied]}))
+    def write_snapshot(self) -> JsonSnapshot:  # on the snapshot thread, while entries are applied
+        applied = list(self.applied)
+        last = applied[-1][0] if applied else self.last
+        return JsonSnapshot(last, json.dumps({"last_applied": last, "applied": [
+            [index, data.hex()] for index, data in applied]}).encode(), self.write_delay)
 
-    def read_snapshot(self, path: str) -> None:
-        state = json.loads(Path(path).read_text())
+    def read_snapshot(self, stream: BinaryIO) -> None:
+        state = json.loads(stream.read())
         self.applied = [(index, bytes.fromhex(data)) for index, data in state["applied"]]
         self.last = state["last_applied"]
         self.path.write_text(json.dumps({"last_applied": self.last}))
+        self.installs += 1
+
+
+class JsonSnapshot:
+    """A captured FileStateMachine state; ``delay`` makes writing it out slow."""
+
+    def __init__(self, index: int, data: bytes, delay: float) -> None:
+        self.index = index
+        self.data = data
+        self.delay = delay
+
+    def write_to(self, out: BinaryIO) -> None:
+        time.sleep(self.delay)
+        out.write(self.data)
+
+    def discard(self) -> None:
+        pass
 
 
 class Cluster:
@@ -280,6 +301,59 @@ def test_snapshot_compacts_the_log_and_restores_a_fresh_store(cluster: Callable[
     assert "checksum" in str(node.failure)
 
 
+def test_a_slow_snapshot_write_does_not_hold_up_the_raft_thread(cluster: Callable[..., Cluster]) -> None:
+    c = cluster(1, tuning=RaftTuning(propose_timeout=2.0, snapshot_min_entries=20), snapshots=True)
+    address = c.addresses[0]
+    node = c.start(address)
+    c.machines[address].write_delay = 1.0  # writing the snapshot file takes a second
+    c.leader()
+    for i in range(25):
+        node.propose(entry(b"%d" % i)).result(5)
+    snapshot = c.root / address.replace(":", "_") / "raft" / "snapshot"
+    wait_for(lambda: (snapshot.parent / "snapshot.writing").exists())
+    latencies = []
+    while not snapshot.exists():  # proposals commit at full speed meanwhile
+        started = time.monotonic()
+        node.propose(entry(b"meanwhile")).result(5)
+        latencies.append(time.monotonic() - started)
+    assert len(latencies) > 10 and max(latencies) < 0.2, latencies
+    wait_for(lambda: node.status().snapshots_written >= 1  # and the log compacted up to it:
+             and node.status().log_entries < 25 + len(latencies) - 15)
+
+
+def test_a_restart_between_a_new_snapshot_and_the_compaction_keeps_the_log_after_it(
+    cluster: Callable[..., Cluster],
+) -> None:
+    from mq9cluster.cluster.journal import create_journal
+    from mq9cluster.cluster.raft import _snapshot_meta, write_snapshot_file
+
+    c = cluster(1)
+    address = c.addresses[0]
+    node = c.start(address)
+    c.leader()
+    last = max(node.propose(entry(b"%d" % i)).result(5)[0] for i in range(30))
+    machine = c.machines[address]
+    c.stop(address)
+    raft = c.root / address.replace(":", "_") / "raft"
+    journal = create_journal(str(raft / "journal"))
+    log = [journal[i] for i in range(len(journal))]
+    journal._destroy()
+    prev, covered = log[10], log[11]  # a snapshot at index 12, put in place; the log not compacted
+    state = machine.write_snapshot()
+    state.data = json.dumps({"last_applied": covered[1], "applied": []}).encode()
+    write_snapshot_file(str(raft / "snapshot"), _snapshot_meta(covered, prev, [address], covered[1]),
+                        state.write_to)
+
+    c.snapshots = True
+    node = c.start(address)
+    c.leader()
+    assert node.status().commit_index >= last  # pysyncobj alone would have cleared the log
+    assert node.status().log_entries >= len(log) - 10
+    assert c.machines[address].installs == 0  # the state machine was already past the snapshot
+    index, _ = node.propose(entry(b"after")).result(5)
+    assert index > last and c.machines[address].applied == [(index, entry(b"after"))]
+
+
 # -- three nodes ------------------------------------------------------------------------------------
 
 
@@ -414,3 +488,21 @@ def test_a_follower_whose_peers_died_refuses_within_about_a_second(cluster: Call
     with pytest.raises(NoQuorum):
         asyncio.run(lonely.read_barrier())
     assert time.monotonic() - started < FAST.leader_wait + 1
+
+
+def test_a_follower_behind_the_compacted_log_installs_the_leaders_snapshot(
+    cluster: Callable[..., Cluster],
+) -> None:
+    c = cluster(3, tuning=RaftTuning(propose_timeout=2.0, snapshot_min_entries=20), snapshots=True)
+    c.start_all()
+    leader = c.leader()
+    behind = next(a for a in c.addresses if a != leader.address)
+    c.stop(behind)
+    for i in range(100):
+        leader.propose(entry(b"while away %d" % i)).result(5)
+    wait_for(lambda: leader.status().snapshots_written >= 2)
+    node = c.start(behind)
+    last, _ = leader.propose(entry(b"back")).result(5)
+    wait_for(lambda: c.machines[behind].last >= last)
+    assert node.status().snapshots_installed == 1 and c.machines[behind].installs == 1
+    assert c.machines[behind].applied == c.machines[leader.address].applied
