@@ -17,8 +17,8 @@ from mq9cluster.cluster.groupcommit import GroupCommitter, decode_batch
 from mq9cluster.cluster.raft import RaftNode, RaftTuning
 from mq9cluster.config import Settings
 from mq9cluster.cluster import admin
-from mq9cluster.errors import ClusterAdminError, ConfigError, Mq9Error, StoreError
-from mq9cluster.mailbox.machine import Change, MailboxMachine
+from mq9cluster.errors import ClusterAdminError, ConfigError, Mq9Error
+from mq9cluster.mailbox.machine import Change, Created, MailboxMachine, Removed
 from mq9cluster.mailbox.service import MailboxService
 from mq9cluster.server.monitor import Monitor
 from mq9cluster.server.routes import RouteLayer
@@ -88,13 +88,26 @@ class Node:
         proposal_id, raw_ops = decode_batch(entry)
         return self.machine.apply_batch(index, raw_ops, proposal_id)
 
-    @staticmethod
-    def _install_snapshot(state: BinaryIO) -> None:
-        """Raft thread: a snapshot newer than this node's store arrived (or the store was lost)."""
-        raise StoreError(
-            "the Raft log was compacted past this node's store; installing a "
-            "snapshot into a running node is not supported yet: restore the data dir from a backup"
-        )
+    def _install_snapshot(self, state: BinaryIO) -> None:
+        """Raft thread: replace the store by a snapshot newer than it (this node fell behind a
+        compacted log, is new, or lost its store), then let delivery catch up with it.
+
+        The loop is told after the swap, before any later entry's changes (both go through
+        ``call_soon_threadsafe`` from this thread, in order): subscriptions replay again from
+        their cursors, and PUBLIC.LIST watchers hear of public mailboxes that came or went
+        (as ``deleted``: whether one expired is not known any more).
+        """
+        before = {mailbox.address: mailbox for mailbox in self.store.public_mailboxes()}
+        self.store.install(state)
+        after = {mailbox.address: mailbox for mailbox in self.store.public_mailboxes()}
+        changes: list[Change] = [Created(m) for address, m in after.items() if address not in before]
+        changes += [Removed(m, "deleted") for address, m in before.items() if address not in after]
+        self.loop.call_soon_threadsafe(self._store_replaced, changes)
+
+    def _store_replaced(self, changes: list[Change]) -> None:
+        """Loop: the store was replaced by a snapshot install."""
+        self.mailboxes.delivery.resync()
+        self.mailboxes.delivery.apply_changes(changes)
 
     def _changes_from_raft(self, changes: list[Change]) -> None:
         """Raft thread: hand applied changes to the loop, in log order."""

@@ -153,6 +153,7 @@ class Delivery:
         self.groups: dict[str, dict[str, Group]] = {}  # address -> group name -> group
         self.watchers: dict[Subscriber, list[tuple[str, str, bytes]] | None] = {}
         self._tasks: set[asyncio.Task] = set()
+        self._epoch = 0  # counts resyncs: a replay that began before one scans again after it
 
     # -- subscriptions -----------------------------------------------------------------------
 
@@ -199,6 +200,27 @@ class Delivery:
                     del groups[name]
             if not groups:
                 del self.groups[address]
+
+    def resync(self) -> None:
+        """The store was replaced wholesale (a snapshot install): replay to every subscription
+        again from its cursors, against the new store.
+
+        Live changes are held meanwhile, as for a new subscription, and per-level cursors drop
+        what was already given, so nothing is missed or given twice. A replay still running
+        scans again once it is done. Queue groups claim again: messages that arrived inside the
+        snapshot were never offered to them, and claims go through the log, so none is given
+        twice. PUBLIC.LIST watchers are not affected: the caller hands the difference in public
+        mailboxes to ``apply_changes``.
+        """
+        self._epoch += 1
+        for receivers in self.receivers.values():
+            for receiver in receivers:
+                if receiver.held is None:
+                    receiver.held = []
+                    self._spawn(self._replay_to(receiver, barrier=False))
+        for groups in self.groups.values():
+            for group in groups.values():
+                self._claim_soon(group)  # what arrived inside the snapshot was never offered
 
     # -- changes from the state machine ------------------------------------------------------
 
@@ -267,19 +289,22 @@ class Delivery:
                 log.debug("replay waits for a fresh view: %s", exc)
             await asyncio.sleep(BARRIER_RETRY)
 
-    async def _replay_to(self, receiver: Receiver) -> None:
-        if not await self._fresh(lambda: receiver.active and not receiver.sub.closed):
+    async def _replay_to(self, receiver: Receiver, barrier: bool = True) -> None:
+        if barrier and not await self._fresh(lambda: receiver.active and not receiver.sub.closed):
             return
         target = receiver.target
         count = 0
-        for message in self.store.iter_messages(target.address, target.levels):
-            if not receiver.active:
-                return
-            receiver.give(message)
-            count += 1
-            await self._paced([receiver.sub], count)
-            if receiver.sub.closed:
-                return
+        epoch = None
+        while epoch != self._epoch:  # once, or again after a resync during the scan
+            epoch = self._epoch
+            for message in self.store.iter_messages(target.address, target.levels, after=dict(receiver.cursor)):
+                if not receiver.active:
+                    return
+                receiver.give(message)
+                count += 1
+                await self._paced([receiver.sub], count)
+                if receiver.sub.closed:
+                    return
         held, receiver.held = receiver.held or [], None
         for message in held:
             if receiver.active and receiver.wants(message) and not receiver.sub.closed:
