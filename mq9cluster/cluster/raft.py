@@ -86,7 +86,7 @@ from pysyncobj.node import Node, TCPNode
 from pysyncobj.pipe_notifier import PipeNotifier
 from pysyncobj.transport import TCPTransport
 
-from mq9cluster.cluster.journal import install_durable_journal
+from mq9cluster.cluster.journal import _fsync_dir, install_durable_journal
 from mq9cluster.errors import NodeStopped, NoQuorum, NotLeader, ProposalFailed, SnapshotCorrupt
 
 logger = logging.getLogger(__name__)
@@ -811,6 +811,11 @@ class RaftNode:
         except BaseException as exc:
             # pysyncobj only logs a failing deserializer and would go on without the state:
             # record it so that the tick thread stops the node.
+            if isinstance(exc, SnapshotCorrupt):
+                logger.critical("raft %s: %s; the store was not touched. With healthy peers, empty "
+                                "this node's data dir and restart it: the leader brings it up from "
+                                "its own snapshot. Alone, restore the data dir from a backup",
+                                self.address, exc)
             self._failure = exc
             raise
 
@@ -882,14 +887,6 @@ SNAPSHOT_MAGIC = b"MQ9SNAP\x01"
 _META_HEAD = struct.Struct("<II")
 _STATE_TAIL = struct.Struct("<QI")
 _COPY_CHUNK = 1 << 20
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _snapshot_meta(last: Any, prev: Any, cluster: list[str], state_index: int) -> bytes:

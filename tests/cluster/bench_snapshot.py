@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from mq9cluster.cluster.journal import _fsync_dir
 from mq9cluster.cluster.raft import (
-    _fsync_dir,
     _snapshot_meta,
     read_snapshot_meta,
     verified_snapshot_state,
