@@ -160,10 +160,12 @@ def test_a_paused_follower_installs_while_its_subscribers_stay_connected(cluster
         written = raftz(leader)["snapshots_written"]
         follower.signal(signal.SIGSTOP)
         try:
-            more = await send_acked(writer, [address, group_address], 1500)
+            # past pysyncobj's connection timeout (2 s) first: the leader drops its connection
+            # and what it had buffered, so the follower misses what follows for sure
+            await asyncio.sleep(2.5)
+            more = await send_acked(writer, [address, group_address], 1500, size=1024)
             await create(writer, public=True, name="snap.made.meanwhile")
             await asyncio.get_running_loop().run_in_executor(None, compact_past, group, leader, written)
-            await asyncio.sleep(2.5)  # past the connection timeout: the leader drops what it buffered
         finally:
             follower.signal(signal.SIGCONT)
         for target, batch in more.items():
