@@ -188,9 +188,30 @@ def test_a_paused_follower_installs_while_its_subscribers_stay_connected(cluster
     run(scenario())
 
 
-def test_a_node_with_an_empty_data_dir_is_brought_up_from_a_snapshot(cluster) -> None:
-    """The nearest we get to a new member without a join command: a node whose data dir was
-    lost rejoins under its old address with nothing, and the leader's log starts past index 1."""
+def test_a_new_node_joining_a_compacted_cluster_is_brought_up_from_a_snapshot(cluster, tmp_path) -> None:
+    group = cluster(3, *SNAPSHOT_EVERY)
+    leader, follower = follower_of(group)
+    written = raftz(leader)["snapshots_written"]
+
+    async def fill() -> tuple[str, dict[int, bytes]]:
+        nc = await connect(leader)
+        address = await create(nc, public=True, name="snap.joined")
+        acked = await send_acked(nc, [address], 800)
+        await nc.close()
+        return address, acked[address]
+
+    address, acked = run(fill())
+    compact_past(group, leader, written)
+    newcomer = Broker("mq9cluster", tmp_path, ["--seed", follower.raft_addr, "--node-id", "d", *SNAPSHOT_EVERY],
+                      subcommand="join").start()
+    group.nodes.append(newcomer)
+    wait_caught_up(group, newcomer)
+    assert raftz(newcomer)["snapshots_installed"] == 1
+    assert len(raftz(group.wait_leader())["match_index"]) == 3  # a member, not a bystander
+    run(replay_on(newcomer, address, acked))
+
+
+def test_a_node_whose_data_dir_was_lost_is_brought_up_from_a_snapshot(cluster) -> None:
     group = cluster(3, *SNAPSHOT_EVERY)
     leader, follower = follower_of(group)
     written = raftz(leader)["snapshots_written"]
@@ -206,7 +227,7 @@ def test_a_node_with_an_empty_data_dir_is_brought_up_from_a_snapshot(cluster) ->
     compact_past(group, leader, written)
     group.wait_applied()
     follower.stop()
-    shutil.rmtree(follower.workdir / f"data-{follower.port}")
+    shutil.rmtree(follower.data_dir)
     follower.start()
     wait_caught_up(group, follower)
     assert raftz(follower)["snapshots_installed"] == 1
@@ -240,6 +261,6 @@ def test_kill9_in_the_middle_of_an_install_leaves_a_node_that_comes_up_consisten
     wait_caught_up(group, follower)
     run(replay_on(follower, address, acked))
     # the half-filled generation the kill left was deleted when the store opened
-    assert generations.garbage(follower.workdir / f"data-{follower.port}" / "store") == []
+    assert generations.garbage(follower.data_dir / "store") == []
     if not interrupted:
         pytest.skip("the install finished before the kill landed: consistency checked, the crash window not")
