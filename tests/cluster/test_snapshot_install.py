@@ -66,6 +66,22 @@ def compact_past(group: Cluster, leader: Broker, before: int, times: int = 3) ->
         time.sleep(0.05)
 
 
+def fill_and_compact(group: Cluster, leader: Broker, name: str) -> tuple[str, dict[int, bytes]]:
+    """Create public mailbox ``name``, send 800 acked messages, wait for three compactions."""
+    written = raftz(leader)["snapshots_written"]
+
+    async def fill() -> tuple[str, dict[int, bytes]]:
+        nc = await connect(leader)
+        address = await create(nc, public=True, name=name)
+        acked = await send_acked(nc, [address], 800)
+        await nc.close()
+        return address, acked[address]
+
+    address, acked = run(fill())
+    compact_past(group, leader, written)
+    return address, acked
+
+
 def check_replay(got: list, acked: dict[int, bytes], live: bool = False, order: bool = True) -> None:
     """Every acknowledged message once; in priority order (replay) or per-level order (live)."""
     ids = [int(m.headers["mq9-msg-id"]) for m in got]
@@ -191,17 +207,7 @@ def test_a_paused_follower_installs_while_its_subscribers_stay_connected(cluster
 def test_a_new_node_joining_a_compacted_cluster_is_brought_up_from_a_snapshot(cluster, tmp_path) -> None:
     group = cluster(3, *SNAPSHOT_EVERY)
     leader, follower = follower_of(group)
-    written = raftz(leader)["snapshots_written"]
-
-    async def fill() -> tuple[str, dict[int, bytes]]:
-        nc = await connect(leader)
-        address = await create(nc, public=True, name="snap.joined")
-        acked = await send_acked(nc, [address], 800)
-        await nc.close()
-        return address, acked[address]
-
-    address, acked = run(fill())
-    compact_past(group, leader, written)
+    address, acked = fill_and_compact(group, leader, "snap.joined")
     newcomer = Broker("mq9cluster", tmp_path, ["--seed", follower.raft_addr, "--node-id", "d", *SNAPSHOT_EVERY],
                       subcommand="join").start()
     group.nodes.append(newcomer)
@@ -214,17 +220,7 @@ def test_a_new_node_joining_a_compacted_cluster_is_brought_up_from_a_snapshot(cl
 def test_a_node_whose_data_dir_was_lost_is_brought_up_from_a_snapshot(cluster) -> None:
     group = cluster(3, *SNAPSHOT_EVERY)
     leader, follower = follower_of(group)
-    written = raftz(leader)["snapshots_written"]
-
-    async def fill() -> tuple[str, dict[int, bytes]]:
-        nc = await connect(leader)
-        address = await create(nc, public=True, name="snap.fresh")
-        acked = await send_acked(nc, [address], 800)
-        await nc.close()
-        return address, acked[address]
-
-    address, acked = run(fill())
-    compact_past(group, leader, written)
+    address, acked = fill_and_compact(group, leader, "snap.fresh")
     group.wait_applied()
     follower.stop()
     shutil.rmtree(follower.data_dir)
