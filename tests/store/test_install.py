@@ -216,9 +216,17 @@ _CHILD = textwrap.dedent("""
 """)
 
 
+def _unpacking(generation: Path) -> bool:
+    """The install has written at least one file of the new generation."""
+    try:
+        return any(generation.iterdir())
+    except FileNotFoundError:
+        return False
+
+
 def test_a_crash_at_any_point_of_an_install_leaves_the_old_or_the_new_state(
         tmp_path: Path, mailbox: MailboxFactory) -> None:
-    """SIGKILL a process at random moments of an install; every restart finds one whole state."""
+    """SIGKILL a process at several moments of an install; every restart finds one whole state."""
     with Store.open(tmp_path / "leader") as leader:
         for _ in range(4):
             _fill(leader, mailbox, "a", 10_000, size=512)  # about 20 MB: an install takes a while
@@ -228,10 +236,14 @@ def test_a_crash_at_any_point_of_an_install_leaves_the_old_or_the_new_state(
     with Store.open(path) as node:
         _fill(node, mailbox, "b", 10)
         old = _state(node)
-    outcomes = []
-    interrupted = 0
     rng = random.Random(7)
-    for attempt in range(12):
+    kill_when: list[Callable[[], bool]] = [
+        lambda: True,  # as it begins
+        lambda: _unpacking(path.with_name("store.1")),  # in the middle of unpacking
+        *[lambda: threading.Event().wait(rng.uniform(0, 0.15)) or True for _ in range(4)],  # anywhere
+    ]
+    outcomes, interrupted = [], 0
+    for when in [*kill_when, None]:  # None: let the last attempt finish
         interrupted += bool(generations.garbage(path))  # a kill left a half install behind
         with Store.open(path) as node:  # what a restart finds: one whole state
             found = _state(node)
@@ -243,12 +255,17 @@ def test_a_crash_at_any_point_of_an_install_leaves_the_old_or_the_new_state(
                                  stdout=subprocess.PIPE, text=True)
         assert child.stdout is not None
         assert child.stdout.readline() == "installing\n"
-        threading.Event().wait(rng.uniform(0, 0.15) if attempt < 10 else 5.0)
-        child.kill()
-        child.wait()
+        if when is None:
+            assert child.wait(60) == 0
+        else:
+            while not when() and child.poll() is None:
+                time.sleep(0.0005)
+            child.kill()
+            child.wait()
         child.stdout.close()
-    print(outcomes, interrupted)
-    assert outcomes[0] == "old" and outcomes[-1] == "new" and interrupted
+    with Store.open(path) as node:
+        assert _state(node) == new
+    assert outcomes[0] == "old" and interrupted  # at least the kill in the middle of unpacking
     assert generations.garbage(path) == []  # the last open collected what the kills left
 
 
