@@ -210,8 +210,6 @@ def test_rendered_pods_form_a_cluster_take_writes_and_scale(api: FakeApi, pod) -
     assert api.requests and all(path == api.path for path in api.requests)
 
 
-@pytest.mark.xfail(reason="a joiner behind a compacted log needs a snapshot installed into a running node, "
-                          "which lands with the snapshot-install branch", strict=False)
 def test_a_pod_scaled_up_later_joins_a_cluster_whose_log_was_compacted(pod) -> None:
     """In production the log is always compacted before anyone scales up (every 5,000 entries)."""
     setting = "config.options.raft_snapshot_entries=10"
