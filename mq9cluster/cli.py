@@ -41,7 +41,10 @@ def settings_options(command: Callable) -> Callable:
         flags = list(extra.get("flags", [f"--{name.replace('_', '-')}"]))
         env = f"MQ9_{name.upper()}"
         help_text = f"{field.description}{_default_text(name, field)} (env {env})"
-        command = click.option(*flags, name, type=_click_type(field), default=None, help=help_text)(command)
+        if field.annotation is bool:
+            command = click.option(*flags, name, is_flag=True, default=None, help=help_text)(command)
+        else:
+            command = click.option(*flags, name, type=_click_type(field), default=None, help=help_text)(command)
     return command
 
 

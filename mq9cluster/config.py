@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
-from mq9cluster.errors import ConfigError, NotSupportedYet
+from mq9cluster.errors import ConfigError
 
 LogLevel = Literal["trace", "debug", "info", "warning", "error"]
 
@@ -125,9 +125,25 @@ class Settings(BaseSettings):
         2, ge=1, le=64,
         **_flags("--commit-max-in-flight", help="Raft entries group commit keeps in flight at once."),
     )
-    auth_token: str | None = Field(None, **_flags("--auth", help="Client token (not supported yet)."))
-    user: str | None = Field(None, **_flags("--user", help="Client user name (not supported yet)."))
-    password: str | None = Field(None, **_flags("--pass", "--password", help="Client password (not supported yet)."))
+    auth_token: str | None = Field(
+        None, **_flags("--auth", help="Token clients must send in CONNECT (a bcrypt hash is accepted)."),
+    )
+    user: str | None = Field(None, **_flags("--user", help="User name clients must send in CONNECT (with --pass)."))
+    password: str | None = Field(
+        None, **_flags("--pass", "--password", help="Password for --user (a bcrypt hash is accepted)."),
+    )
+    auth_timeout: float = Field(
+        2.0, gt=0, **_flags("--auth-timeout", help="Seconds a client has to send CONNECT when auth is on."),
+    )
+    tls: bool = Field(False, **_flags("--tls", help="Require TLS from clients (needs --tlscert and --tlskey)."))
+    tls_cert: Path | None = Field(None, **_flags("--tlscert", help="Server certificate file (PEM) for client TLS."))
+    tls_key: Path | None = Field(None, **_flags("--tlskey", help="Private key file (PEM) of --tlscert."))
+    tls_ca_cert: Path | None = Field(
+        None, **_flags("--tlscacert", help="CA certificate file (PEM) client certificates are checked against."),
+    )
+    tls_verify: bool = Field(
+        False, **_flags("--tlsverify", help="Require and verify a client certificate (needs --tlscacert)."),
+    )
 
     @field_validator("host")
     @classmethod
@@ -203,13 +219,26 @@ class Settings(BaseSettings):
         return [addr for addr in dict.fromkeys(self.routes) if addr not in own]
 
     @model_validator(mode="after")
-    def _no_auth_yet(self) -> "Settings":
-        if self.auth_token or self.user or self.password:
-            raise NotSupportedYet(
-                "client authentication (--auth/--user/--pass) is not supported by this release of "
-                "mq9cluster yet; start without it"
-            )
+    def _auth_and_tls_consistent(self) -> "Settings":
+        if self.auth_token and (self.user or self.password):
+            raise ValueError("give either a token (--auth) or a user and password (--user/--pass), not both")
+        if bool(self.user) != bool(self.password):
+            raise ValueError("--user and --pass go together")
+        if self.client_tls and not (self.tls_cert and self.tls_key):
+            raise ValueError("TLS needs a certificate and its key (--tlscert and --tlskey)")
+        if self.tls_verify and not self.tls_ca_cert:
+            raise ValueError("--tlsverify needs the CA that signs client certificates (--tlscacert)")
         return self
+
+    @property
+    def client_tls(self) -> bool:
+        """Whether clients must speak TLS (nats-server: --tlsverify implies --tls)."""
+        return self.tls or self.tls_verify
+
+    @property
+    def auth_required(self) -> bool:
+        """Whether clients must authenticate in CONNECT."""
+        return bool(self.auth_token or self.user)
 
     @classmethod
     def settings_customise_sources(
@@ -284,6 +313,8 @@ def describe_validation_error(exc: ValidationError) -> str:
         name = ".".join(str(part) for part in error["loc"]) or "settings"
         if error["type"] == "extra_forbidden":
             lines.append(f"unknown option '{name}'")
+        elif not error["loc"]:  # a rule over several options: its message names them
+            lines.append(str(error["msg"]).removeprefix("Value error, "))
         else:
             lines.append(f"option '{name}': {error['msg']} (got {error.get('input')!r})")
     return "invalid settings: " + "; ".join(lines)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mq9cluster.config import Settings, load_settings, reference_markdown
-from mq9cluster.errors import ConfigError, NotSupportedYet
+from mq9cluster.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,9 +64,21 @@ def test_bad_env_value_names_the_option(monkeypatch):
         load_settings()
 
 
-def test_auth_options_fail_clearly_until_built():
-    with pytest.raises(NotSupportedYet, match="not supported"):
-        load_settings(user="alice", password="secret")
+@pytest.mark.parametrize("flags, message", [
+    ({"auth_token": "t", "user": "u", "password": "p"}, "either a token"),
+    ({"user": "alice"}, "--user and --pass go together"),
+    ({"tls": True}, "--tlscert and --tlskey"),
+    ({"tls_verify": True, "tls_cert": "c.pem", "tls_key": "k.pem"}, "--tlscacert"),
+])
+def test_inconsistent_auth_and_tls_options_are_refused(flags, message):
+    with pytest.raises(ConfigError, match=message):
+        load_settings(**flags)
+
+
+def test_auth_options_turn_auth_on():
+    assert not load_settings().auth_required
+    assert load_settings(user="alice", password="secret").auth_required
+    assert load_settings(auth_token="t").auth_required
 
 
 def test_every_setting_has_flags_and_help():

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 from mq9cluster.protocol import encode, subject
 from mq9cluster.protocol.events import Connect, Err, Pong, Ping, Pub, Sub, Unsub, Violation
 from mq9cluster.protocol.parser import Parser
+from mq9cluster.server.auth import AUTH_TIMEOUT, AUTH_VIOLATION, Authenticator
 from mq9cluster.server.connection import Connection
 
 if TYPE_CHECKING:
@@ -58,12 +59,14 @@ class Router(Protocol):
     """What a connection needs from the server."""
 
     settings: "Settings"
+    auth: Authenticator
 
     def info_for(self, client: "Client") -> bytes: ...
     def publish(self, origin: "Client", subj: bytes, reply: bytes | None, payload: bytes, hdrs: bytes | None) -> None: ...
     def subscribe(self, sub: Subscription) -> str | None: ...
     def unsubscribe(self, sub: Subscription) -> None: ...
     def slow_consumer(self, client: "Client") -> None: ...
+    def auth_failed(self, client: "Client", why: str) -> None: ...
     def client_closed(self, client: "Client", reason: str) -> None: ...
 
 
@@ -88,18 +91,33 @@ class Client(Connection):
         self.version = ""
         self.connected = False
         self.info_ready = False  # got its first PONG: may receive async INFO
+        self.user = ""  # the user name it authenticated as (never the password)
+        self._held: list | None = None  # events read while a bcrypt check runs off the loop
+        self._auth_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio callbacks -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.out.write(self.router.info_for(self))
+        if self.router.auth.required:
+            self._auth_timer = self._loop.call_later(self.settings.auth_timeout, self._auth_timed_out)
 
     def data_received(self, data: bytes) -> None:
-        for event in self._received(data):
+        self._handle(self._received(data))
+
+    def _handle(self, events: list) -> None:
+        """Act on parsed events in order; stop and hold the rest while credentials are checked."""
+        if self._held is not None:
+            self._held.extend(events)
+            return
+        for index, event in enumerate(events):
             if self.closed:
                 return
             kind = type(event)
+            if not self.connected and kind is not Connect and kind is not Violation and self.router.auth.required:
+                self._refuse(f"{kind.__name__.upper()} before CONNECT")
+                return
             if kind is Pub:
                 self._on_pub(event)
             elif kind is Sub:
@@ -114,6 +132,9 @@ class Client(Connection):
                 self.pings_out = 0
             elif kind is Connect:
                 self._on_connect(event.options)
+                if self._held is not None:
+                    self._held.extend(events[index + 1:])
+                    return
             elif kind is Violation:
                 self._on_violation(event)
             elif kind is Err:
@@ -142,10 +163,56 @@ class Client(Connection):
         self.name = str(options.get("name") or "")
         self.lang = str(options.get("lang") or "")
         self.version = str(options.get("version") or "")
+        auth = self.router.auth
+        if auth.required and not self.connected:
+            if auth.needs_slow_check:
+                self._check_off_loop(options)
+                return
+            if not auth.check(options):
+                self._refuse("wrong or missing credentials")
+                return
+        self._connected(options)
+
+    def _connected(self, options: dict) -> None:
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
+            self._auth_timer = None
+        if self.router.auth.user is not None:
+            self.user = str(options.get("user"))
         self.connected = True
         if self.verbose:
             self.send(OK)
         log.debug("client connected cid=%d ip=%s name=%r lang=%s", self.cid, self.ip, self.name, self.lang)
+
+    # -- authentication --------------------------------------------------------------------
+
+    def _check_off_loop(self, options: dict) -> None:
+        """Run a bcrypt check in a worker thread; hold this client's input until it answers."""
+        self._held = []
+        self.transport.pause_reading()
+        future = self._loop.run_in_executor(None, self.router.auth.check, options)
+        future.add_done_callback(lambda done: self._checked(done.result(), options))
+
+    def _checked(self, ok: bool, options: dict) -> None:
+        held, self._held = self._held or [], None
+        if self.closed:
+            return
+        if not ok:
+            self._refuse("wrong or missing credentials")
+            return
+        self._connected(options)
+        self.transport.resume_reading()
+        self._handle(held)
+
+    def _refuse(self, why: str) -> None:
+        self.router.auth_failed(self, why)
+        self.close(f"authorization violation: {why}", error=AUTH_VIOLATION)
+
+    def _auth_timed_out(self) -> None:
+        self._auth_timer = None
+        if not self.connected and not self.closed:
+            self.router.auth_failed(self, "no CONNECT in time")
+            self.close("authentication timeout", error=AUTH_TIMEOUT)
 
     def _on_pub(self, event: Pub) -> None:
         self.in_msgs += 1
@@ -222,10 +289,16 @@ class Client(Connection):
     def _ping_early(self) -> bool:
         return not self.info_ready  # the first PING comes first_ping_delay after connect
 
+    def _may_ping(self) -> bool:
+        return self.connected or not self.router.auth.required  # no PING before an awaited CONNECT
+
     def _on_slow(self) -> None:
         self.router.slow_consumer(self)
 
     def _released(self, reason: str) -> None:
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
+            self._auth_timer = None
         for sub in list(self.subs.values()):
             self.router.unsubscribe(sub)
         self.subs.clear()

@@ -95,10 +95,17 @@ class Connection(asyncio.Protocol):
         """Whether to PING before the peer has been idle a whole ping_interval."""
         return False
 
+    def _may_ping(self) -> bool:
+        """Whether keepalive PINGs go to this peer yet."""
+        return True
+
     def _ping_due(self) -> None:
         settings = self.settings
         self._ping_timer = None
         if self.closed:
+            return
+        if not self._may_ping():
+            self._ping_timer = self._loop.call_later(settings.first_ping_delay, self._ping_due)
             return
         idle = time.time() - self.last_activity
         if self.pings_out or idle >= settings.ping_interval or self._ping_early():

@@ -21,6 +21,7 @@ from mq9cluster import __version__
 from mq9cluster.config import Settings
 from mq9cluster.errors import PermissionDenied
 from mq9cluster.protocol import encode, headers
+from mq9cluster.server.auth import Authenticator
 from mq9cluster.server.client import Client, Subscription
 from mq9cluster.server.connection import rfc3339
 from mq9cluster.server.sublist import Sublist
@@ -64,12 +65,14 @@ def new_server_id() -> str:
 class Stats:
     """Server-wide message and connection counters (the /varz numbers)."""
 
-    __slots__ = ("in_msgs", "in_bytes", "out_msgs", "out_bytes", "total_connections", "slow_consumers")
+    __slots__ = ("in_msgs", "in_bytes", "out_msgs", "out_bytes", "total_connections", "slow_consumers",
+                 "auth_failures")
 
     def __init__(self) -> None:
         self.in_msgs = self.in_bytes = self.out_msgs = self.out_bytes = 0
         self.total_connections = 0
         self.slow_consumers = 0
+        self.auth_failures = 0
 
 
 class Server:
@@ -78,6 +81,7 @@ class Server:
     def __init__(self, settings: Settings, gateway: MailboxGateway | None = None) -> None:
         self.settings = settings
         self.gateway = gateway
+        self.auth = Authenticator.from_settings(settings)
         self.peers: Peers | None = None  # the route layer, when this node is in a cluster
         self.server_id = new_server_id()
         self.sublist = Sublist()
@@ -114,6 +118,12 @@ class Server:
             "headers": True,
             "max_payload": self.settings.max_payload,
         }
+        if self.auth.required:
+            self._info_base["auth_required"] = True
+        if self.settings.client_tls:
+            self._info_base["tls_required"] = True
+            if self.settings.tls_verify:
+                self._info_base["tls_verify"] = True
         log.info("listening for client connections on %s:%d", self.settings.host, self.port)
 
     @property
@@ -195,6 +205,11 @@ class Server:
         """Forget a closed connection."""
         self.clients.pop(client.cid, None)
         log.debug("client closed cid=%d ip=%s reason=%s", client.cid, client.ip, reason)
+
+    def auth_failed(self, client: Client, why: str) -> None:
+        """Count and log a client refused for its credentials (never the credentials themselves)."""
+        self.stats.auth_failures += 1
+        log.warning("authorization violation cid=%d ip=%s name=%r: %s", client.cid, client.ip, client.name, why)
 
     def slow_consumer(self, client: Client) -> None:
         """Count and log a client cut for not reading fast enough."""
@@ -321,6 +336,9 @@ class Server:
             "in_bytes": st.in_bytes,
             "out_bytes": st.out_bytes,
             "slow_consumers": st.slow_consumers,
+            "auth_failures": st.auth_failures,
+            "auth_required": self.auth.required,
+            "tls_required": s.client_tls,
             "cores": os.cpu_count(),
             "connect_urls": self.connect_urls,
             "lame_duck_mode": self.lame_duck,
