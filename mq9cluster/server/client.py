@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from typing import TYPE_CHECKING, Protocol
 
 from mq9cluster.protocol import encode, subject
@@ -16,6 +17,7 @@ from mq9cluster.protocol.events import Connect, Err, Pong, Ping, Pub, Sub, Unsub
 from mq9cluster.protocol.parser import Parser
 from mq9cluster.server.auth import AUTH_TIMEOUT, AUTH_VIOLATION, Authenticator
 from mq9cluster.server.connection import Connection
+from mq9cluster.server.tls import HANDSHAKE_TIMEOUT
 
 if TYPE_CHECKING:
     from mq9cluster.config import Settings
@@ -60,6 +62,7 @@ class Router(Protocol):
 
     settings: "Settings"
     auth: Authenticator
+    tls_context: ssl.SSLContext | None
 
     def info_for(self, client: "Client") -> bytes: ...
     def publish(self, origin: "Client", subj: bytes, reply: bytes | None, payload: bytes, hdrs: bytes | None) -> None: ...
@@ -94,16 +97,50 @@ class Client(Connection):
         self.user = ""  # the user name it authenticated as (never the password)
         self._held: list | None = None  # events read while a bcrypt check runs off the loop
         self._auth_timer: asyncio.TimerHandle | None = None
+        self._tls_pending = False
 
     # -- asyncio callbacks -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self.out.write(self.router.info_for(self))
+        info = self.router.info_for(self)
         if self.router.auth.required:
             self._auth_timer = self._loop.call_later(self.settings.auth_timeout, self._auth_timed_out)
+        if self.router.tls_context is None:
+            self.out.write(info)
+        elif not self.closed:
+            self._tls_pending = True
+            self.out.hold()  # until the handshake is done, nothing but INFO reaches the socket
+            self._loop.create_task(self._start_tls(self.router.tls_context, info))
+
+    async def _start_tls(self, context: ssl.SSLContext, info: bytes) -> None:
+        """Send INFO in plain text, then upgrade the socket to TLS, as nats-server does.
+
+        INFO is written in the same loop step that hands the socket to the TLS protocol, so the
+        client's ClientHello (its answer to INFO) can only reach the TLS layer.
+        """
+        if self.closed:
+            return
+        self.transport.write(info)
+        try:
+            tls = await self._loop.start_tls(
+                self.transport, self, context, server_side=True, ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+        except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError) as exc:
+            log.info("TLS handshake failed cid=%d ip=%s: %s", self.cid, self.ip, exc)
+            if not self.closed:
+                self._release(f"TLS handshake failed: {exc}")
+                self.transport.abort()
+            return
+        if tls is None or self.closed:
+            return
+        self.transport = tls
+        self._tls_pending = False
+        self.out.switch_transport(tls)
 
     def data_received(self, data: bytes) -> None:
+        if self._tls_pending:  # plain bytes before INFO was even sent: not a NATS client
+            self.close("plain-text input before the TLS handshake")
+            return
         self._handle(self._received(data))
 
     def _handle(self, events: list) -> None:

@@ -17,7 +17,7 @@ class Outbound:
 
     __slots__ = (
         "_transport", "_loop", "_max_pending", "_write_deadline", "_on_slow",
-        "_buf", "_scheduled", "_deadline_timer", "closed",
+        "_buf", "_scheduled", "_deadline_timer", "_holding", "closed",
     )
 
     def __init__(
@@ -36,6 +36,7 @@ class Outbound:
         self._buf = bytearray()
         self._scheduled = False
         self._deadline_timer: asyncio.TimerHandle | None = None
+        self._holding = False
         self.closed = False
 
     def write(self, frame: bytes) -> None:
@@ -50,17 +51,30 @@ class Outbound:
     def flush(self) -> None:
         """Hand everything queued to the transport now."""
         self._scheduled = False
-        if self.closed or not self._buf:
+        if self.closed or self._holding or not self._buf:
             return
         buf, self._buf = self._buf, bytearray()
         self._transport.write(buf)
         if self._transport.get_write_buffer_size() > self._max_pending:
             self._on_slow("pending bytes over max_pending")
 
+    def hold(self) -> None:
+        """Keep frames queued (none reach the transport) until ``switch_transport``: the TLS
+        handshake owns the socket meanwhile."""
+        self._holding = True
+
+    def switch_transport(self, transport: asyncio.WriteTransport) -> None:
+        """Write to ``transport`` from now on (the TLS one) and send what was held."""
+        self._transport = transport
+        self._holding = False
+        self.flush()
+
     def pending(self) -> int:
         """Bytes not yet handed to the kernel."""
         if self.closed:
             return 0
+        if self._holding:
+            return len(self._buf)
         return len(self._buf) + self._transport.get_write_buffer_size()
 
     def writing_paused(self) -> None:

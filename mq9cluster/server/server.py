@@ -22,6 +22,7 @@ from mq9cluster.config import Settings
 from mq9cluster.errors import PermissionDenied
 from mq9cluster.protocol import encode, headers
 from mq9cluster.server.auth import Authenticator
+from mq9cluster.server.tls import client_tls_context
 from mq9cluster.server.client import Client, Subscription
 from mq9cluster.server.connection import rfc3339
 from mq9cluster.server.sublist import Sublist
@@ -82,6 +83,7 @@ class Server:
         self.settings = settings
         self.gateway = gateway
         self.auth = Authenticator.from_settings(settings)
+        self.tls_context = client_tls_context(settings)
         self.peers: Peers | None = None  # the route layer, when this node is in a cluster
         self.server_id = new_server_id()
         self.sublist = Sublist()
