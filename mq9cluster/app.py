@@ -12,7 +12,7 @@ from typing import Any, BinaryIO
 
 import uvloop
 
-from mq9cluster import __version__, logs
+from mq9cluster import __version__, logs, metrics
 from mq9cluster.cluster.groupcommit import GroupCommitter, decode_batch
 from mq9cluster.cluster.raft import RaftNode, RaftTuning
 from mq9cluster.config import Settings
@@ -79,6 +79,7 @@ class Node:
             self.monitor.routes["/routez"] = lambda query: (
                 200, self.routes.routez(subs=Monitor.flag(query, "subs")))
             self.monitor.routes["/readyz"] = lambda query: self.readiness()
+            self.monitor.metrics = metrics.node_registry(self.metrics_snapshot)
         self._tasks: set[asyncio.Task] = set()
         self.failure: Mq9Error | None = None
         self.joining_through: list[str] | None = None  # the seeds, while `join` has not been committed
@@ -111,6 +112,9 @@ class Node:
 
     def _changes_from_raft(self, changes: list[Change]) -> None:
         """Raft thread: hand applied changes to the loop, in log order."""
+        for change in changes:
+            if type(change) is Removed and change.reason == "expired":
+                metrics.EXPIRED_MAILBOXES.inc()
         self.loop.call_soon_threadsafe(self.mailboxes.delivery.apply_changes, changes)
 
     def _raft_failed(self, error: BaseException) -> None:
@@ -122,6 +126,22 @@ class Node:
         status = dataclasses.asdict(self.raft.status())
         status["node_id"] = self.settings.node_name
         return status
+
+    def metrics_snapshot(self) -> dict[str, float]:
+        """The numbers ``/metrics`` reads at scrape time (names from metrics.SNAPSHOT_METRICS)."""
+        stats, raft = self.server.stats, self.raft.status()
+        return {
+            "messages_in": stats.in_msgs, "messages_out": stats.out_msgs,
+            "bytes_in": stats.in_bytes, "bytes_out": stats.out_bytes,
+            "connections": len(self.server.clients), "connections_accepted": stats.total_connections,
+            "subscriptions": len(self.server.sublist), "slow_consumers": stats.slow_consumers,
+            "auth_failures": stats.auth_failures,
+            "raft_term": raft.term, "raft_is_leader": int(raft.role == "leader"),
+            "raft_commit_index": raft.commit_index, "raft_applied_index": raft.last_applied,
+            "raft_apply_lag": max(raft.commit_index - raft.last_applied, 0),
+            "raft_proposals": self.committer.entries_proposed, "raft_proposal_retries": self.committer.retries,
+            "raft_peers_connected": sum(raft.peers.values()),
+        }
 
     def readiness(self) -> tuple[int, dict[str, Any]]:
         """``/readyz``: 200 once this node is a member that knows a leader and applied what it knows

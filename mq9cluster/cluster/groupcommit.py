@@ -32,6 +32,7 @@ import msgpack
 
 from mq9cluster.cluster.raft import Op
 from mq9cluster.errors import NodeStopped, NoQuorum, ProposalFailed
+from mq9cluster.metrics import BATCH_OPS
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,7 @@ class GroupCommitter:
 
     async def _commit(self, ops: list[bytes], futures: list[asyncio.Future[Any]]) -> None:
         self.entries_proposed += 1
+        BATCH_OPS.observe(len(ops))
         try:
             results = await self._propose(encode_batch(ops, self._ids.next()))
         except asyncio.CancelledError:

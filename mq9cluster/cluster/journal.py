@@ -46,6 +46,7 @@ from pysyncobj import syncobj as _syncobj
 from pysyncobj.journal import Journal, MemoryJournal
 
 from mq9cluster.errors import JournalCorrupt
+from mq9cluster.metrics import FSYNC_SECONDS
 
 logger = logging.getLogger(__name__)
 
@@ -316,7 +317,7 @@ class DurableJournal(Journal):
         if self._entries and (idx != self._entries[-1][1] + 1 or term < self._entries[-1][2]):
             raise ValueError(f"entry ({idx}, {term}) does not follow {self._entries[-1][1:]}")
         record = encode_record(command, idx, term)
-        with self._changing():
+        with self._changing(), FSYNC_SECONDS.time():
             written = 0
             while written < len(record):
                 written += os.write(self._fd, record[written:])

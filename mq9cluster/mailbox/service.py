@@ -19,6 +19,7 @@ from mq9cluster.errors import PermissionDenied
 from mq9cluster.mailbox import ops
 from mq9cluster.mailbox.delivery import Delivery, Subscriber
 from mq9cluster.mailbox.names import PRIORITY_NAMES, SDK_PRIORITY_NAMES, address_problem, new_private_address
+from mq9cluster.metrics import SEND_ACK_SECONDS
 from mq9cluster.mailbox.subjects import (
     Create, DeleteMessage, Forbidden, Invalid, ListMessages, PublicList, Receive, Send,
     parse_request, parse_subscription,
@@ -138,11 +139,13 @@ class MailboxService:
         return ops.CreateOp(address, now_ms(), ttl, public, desc)
 
     def _submit(self, op: ops.Op, reply: bytes | None) -> None:
+        started = time.perf_counter()
         future = self.committer.submit(ops.encode(op))
-        future.add_done_callback(lambda done: self._answer_done(reply, done))
+        future.add_done_callback(lambda done: self._answer_done(reply, done, started))
 
-    def _answer_done(self, reply: bytes | None, done: asyncio.Future) -> None:
+    def _answer_done(self, reply: bytes | None, done: asyncio.Future, started: float) -> None:
         """Reply with an op's result; the common ``{"msg_id": N}`` without going through json."""
+        SEND_ACK_SECONDS.observe(time.perf_counter() - started)
         if reply is not None and not done.cancelled() and done.exception() is None:
             result = done.result()
             if len(result) == 1 and "msg_id" in result:

@@ -1,5 +1,5 @@
 """Monitoring HTTP endpoint (``-m/--http-port``): /healthz, /varz, /connz in nats-server's JSON shape
-(app.py adds /raftz and /routez).
+(app.py adds /raftz, /routez, /readyz and the registry behind /metrics, Prometheus' text format).
 
 A deliberately small HTTP/1.1 responder (GET only, one request per connection) on the broker's
 event loop; it reads server state through the ``Server`` methods and never changes it.
@@ -13,6 +13,9 @@ import logging
 from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
 
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+
+from mq9cluster import metrics
 from mq9cluster.server.server import Server
 
 log = logging.getLogger("mq9cluster.monitor")
@@ -26,10 +29,12 @@ class Monitor:
     def __init__(self, server: Server) -> None:
         self.server = server
         self._listener: asyncio.base_events.Server | None = None
-        self.routes: dict[str, Callable[[dict[str, list[str]]], tuple[int, dict]]] = {
+        self.metrics: CollectorRegistry | None = None  # set by app.py; /metrics answers 404 without it
+        self.routes: dict[str, Callable[[dict[str, list[str]]], tuple[int, dict | bytes]]] = {
             "/healthz": self._healthz,
             "/varz": lambda query: (200, self.server.varz()),
             "/connz": self._connz,
+            "/metrics": self._metrics,
         }
 
     async def start(self, host: str, port: int) -> None:
@@ -49,9 +54,17 @@ class Monitor:
             self._listener.close()
 
     def _healthz(self, query: dict[str, list[str]]) -> tuple[int, dict]:
+        ready = self.routes.get("/readyz")
+        if "ready" in query and ready is not None:  # /healthz?ready is /readyz
+            return ready(query)
         if self.server.lame_duck:
             return 503, {"status": "unavailable", "error": "lame duck mode"}
         return 200, {"status": "ok"}
+
+    def _metrics(self, query: dict[str, list[str]]) -> tuple[int, dict | bytes]:
+        if self.metrics is None:
+            return 404, {"error": "no metrics on this server"}
+        return 200, metrics.exposition(self.metrics)
 
     @staticmethod
     def flag(query: dict[str, list[str]], name: str) -> bool:
@@ -73,10 +86,13 @@ class Monitor:
             status, body = self.respond(head)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError, ConnectionError):
             status, body = 400, {"error": "bad request"}
-        payload = json.dumps(body, indent=2).encode()
+        if isinstance(body, bytes):
+            payload, content_type = body, CONTENT_TYPE_LATEST
+        else:
+            payload, content_type = json.dumps(body, indent=2).encode(), "application/json"
         reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
         writer.write(
-            f"HTTP/1.1 {status} {reason[status]}\r\nContent-Type: application/json\r\n"
+            f"HTTP/1.1 {status} {reason[status]}\r\nContent-Type: {content_type}\r\n"
             f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode() + payload
         )
         try:
@@ -85,7 +101,7 @@ class Monitor:
             pass
         writer.close()
 
-    def respond(self, head: bytes) -> tuple[int, dict]:
+    def respond(self, head: bytes) -> tuple[int, dict | bytes]:
         """Status and JSON body for one request head."""
         if len(head) > MAX_REQUEST_HEAD:
             return 400, {"error": "request head too large"}
@@ -99,4 +115,4 @@ class Monitor:
         route = self.routes.get(url.path.rstrip("/") or "/")
         if route is None:
             return 404, {"error": f"no endpoint {url.path}", "endpoints": sorted(self.routes)}
-        return route(parse_qs(url.query))
+        return route(parse_qs(url.query, keep_blank_values=True))
