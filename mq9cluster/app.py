@@ -67,6 +67,7 @@ class Node:
         self.mailboxes = MailboxService(
             self.store, self.committer, self.raft.read_barrier, self._is_leader, settings.mailbox_max_ttl,
             replay_window=min(4 * 1048576, settings.max_pending // 4),
+            max_mailbox_bytes=settings.mailbox_max_bytes,
         )
         self.server = Server(settings, gateway=self.mailboxes)
         self.mailboxes.reply = self.server.reply

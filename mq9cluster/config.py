@@ -107,6 +107,11 @@ class Settings(BaseSettings):
     mailbox_max_ttl: int = Field(
         31536000, ge=0, **_flags("--mailbox-max-ttl", help="Largest mailbox TTL in seconds a create may ask for (0 = no limit)."),
     )
+    mailbox_max_bytes: int = Field(
+        0, ge=0,
+        **_flags("--mailbox-max-bytes", help="Most bytes (payloads and headers) one mailbox stores; a send that "
+                 "would pass it gets an error reply and nothing stored is dropped (0 = no limit)."),
+    )
     expiry_interval: float = Field(
         1.0, gt=0, **_flags("--expiry-interval", help="Seconds between the leader's scans for expired mailboxes."),
     )

@@ -106,6 +106,12 @@ class MailboxMachine:
         expires_at = batch.expires_at(op.address)
         if expires_at is None or 0 < expires_at <= op.now_ms:
             return missing(op.address)
+        if op.max_bytes:
+            stored = batch.get_mailbox(op.address).msg_bytes
+            size = len(op.payload) + (len(op.headers) if op.headers else 0)
+            if stored + size > op.max_bytes:
+                return {"error": f"mailbox {op.address} is full: {stored} bytes stored, "
+                                 f"this message of {size} would pass the limit of {op.max_bytes}"}
         msg_id = batch.append_message(op.address, op.priority, op.now_ms, op.payload, op.headers)
         changes.append(Appended(Message(op.address, op.priority, msg_id, op.now_ms, op.payload, op.headers)))
         return {"msg_id": msg_id}

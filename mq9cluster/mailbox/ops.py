@@ -31,13 +31,18 @@ class CreateOp(NamedTuple):
 
 
 class AppendOp(NamedTuple):
-    """Store one message."""
+    """Store one message, unless the mailbox would then hold more than ``max_bytes`` (0: no limit).
+
+    ``max_bytes`` rides in the op so every node decides alike whatever its own options say;
+    entries written before it existed decode with the default.
+    """
 
     address: str
     priority: int
     now_ms: int
     payload: bytes
     headers: bytes | None
+    max_bytes: int = 0
 
 
 class DeleteMessageOp(NamedTuple):

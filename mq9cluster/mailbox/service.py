@@ -54,12 +54,14 @@ class MailboxService:
         is_leader: Callable[[], bool],
         max_ttl: int,
         replay_window: int,
+        max_mailbox_bytes: int = 0,
     ) -> None:
         self.store = store
         self.committer = committer
         self.barrier = barrier
         self.is_leader = is_leader
         self.max_ttl = max_ttl
+        self.max_mailbox_bytes = max_mailbox_bytes
         self.reply: Callable[[bytes, bytes], None] = lambda subject, payload: None
         self.delivery = Delivery(store, barrier, self._claim, replay_window)
         self._parsed: dict[bytes, object] = {}
@@ -77,7 +79,8 @@ class MailboxService:
             self._parsed[subject] = request
         kind = type(request)
         if kind is Send:
-            op = ops.AppendOp(request.address, request.priority, now_ms(), payload, headers)
+            op = ops.AppendOp(request.address, request.priority, now_ms(), payload, headers,
+                              self.max_mailbox_bytes)
             self._submit(op, reply)
         elif kind is Create:
             self._create(payload, reply)

@@ -128,3 +128,28 @@ def test_a_proposal_id_applied_twice_appends_once_and_answers_alike(machine):
     assert [msg.msg_id for msg in m.store.iter_messages("inbox")] == [1, 2, 3]
     assert m.apply_batch(5, sends, other_id) == [{"msg_id": 4}, {"msg_id": 5}, {"msg_id": 6}]
     assert m.apply_batch(6, create, b"c" * 16) == [{"mail_address": "inbox", "is_new": True}]
+
+
+def test_full_mailbox_refuses_sends_and_keeps_what_it_stored(machine):
+    m, changes = machine
+    apply(m, 2, ops.CreateOp("small", T0, 0, False, ""))
+    assert apply(m, 3, ops.AppendOp("small", 1, T0, b"x" * 6, b"hd", 10)) == [{"msg_id": 1}]
+    full = apply(m, 4, ops.AppendOp("small", 1, T0, b"abc", None, 10))
+    assert "small is full" in full[0]["error"] and "limit of 10" in full[0]["error"]
+    assert apply(m, 5, ops.AppendOp("small", 1, T0, b"ab", None, 10)) == [{"msg_id": 2}]  # exactly at the limit
+    assert [msg.payload for msg in m.store.iter_messages("small")] == [b"x" * 6, b"ab"]
+    assert apply(m, 6, ops.AppendOp("small", 1, T0, b"more", None)) == [{"msg_id": 3}]  # no limit in the op
+
+
+def test_full_mailbox_decision_is_the_same_within_one_batch(machine):
+    m, _ = machine
+    apply(m, 2, ops.CreateOp("small", T0, 0, False, ""))
+    results = apply(m, 3, *(ops.AppendOp("small", 1, T0, b"12345", None, 12) for _ in range(3)))
+    assert results[:2] == [{"msg_id": 1}, {"msg_id": 2}]
+    assert "is full" in results[2]["error"]
+
+
+def test_append_written_before_the_limit_existed_still_decodes():
+    import msgpack
+    old = msgpack.packb([ops.OP_APPEND, "inbox", 1, T0, b"p", None], use_bin_type=True)
+    assert ops.decode(old) == ops.AppendOp("inbox", 1, T0, b"p", None, 0)
