@@ -56,6 +56,7 @@ class Node:
                 self._apply_entry, self.machine.last_applied, on_fatal=self._raft_failed,
                 snapshot_writer=self.store.snapshot, snapshot_reader=self._install_snapshot,
                 tuning=RaftTuning(snapshot_min_entries=settings.raft_snapshot_entries),
+                password=settings.cluster_password,
             )
         except OSError as exc:
             self.store.close()
@@ -218,7 +219,7 @@ def joining(settings: Settings, seeds: list[str], wait: float = 0.0) -> tuple[Se
         errors = []
         for seed in seeds:
             try:
-                members = admin.node_status(seed).members
+                members = admin.node_status(seed, password=settings.cluster_password).members
             except ClusterAdminError as exc:
                 errors.append(str(exc))
                 continue
@@ -230,17 +231,17 @@ def joining(settings: Settings, seeds: list[str], wait: float = 0.0) -> tuple[Se
         time.sleep(1.0)
 
 
-def _add_through(seeds: list[str], address: str) -> str:
+def _add_through(seeds: list[str], address: str, password: str | None) -> str:
     """Have any answering seed commit ``address`` as a member (or find it is one); the seed that did."""
     errors = []
     for seed in seeds:
         try:
-            admin.add_member(seed, address)
+            admin.add_member(seed, address, password=password)
             return seed
         except ClusterAdminError as exc:
             errors.append(str(exc))
         try:  # an earlier try may have committed although its answer was lost
-            if address in admin.node_status(seed).members:
+            if address in admin.node_status(seed, password=password).members:
                 return seed
         except ClusterAdminError:
             pass
@@ -255,7 +256,7 @@ async def _join(node: Node, seeds: list[str], wait: float) -> None:
     deadline = time.monotonic() + wait
     while True:
         try:
-            seed = await loop.run_in_executor(None, _add_through, seeds, address)
+            seed = await loop.run_in_executor(None, _add_through, seeds, address, node.settings.cluster_password)
             break
         except ClusterAdminError as exc:
             if time.monotonic() >= deadline:

@@ -112,12 +112,13 @@ def join(seed: str, join_wait: float, config_file: Path | None, debug: bool, tra
 @main.command()
 @click.option("--raft-addr", "member", required=True, metavar="HOST:PORT", help="Raft address of the member to remove.")
 @click.option("--seed", metavar="HOST:PORT", help="Raft address of another member to go through (default: the member itself).")
-def leave(member: str, seed: str | None) -> None:
+@click.option("--cluster-password", envvar="MQ9_CLUSTER_PASSWORD", help="The cluster's password, if it has one.")
+def leave(member: str, seed: str | None, cluster_password: str | None) -> None:
     """Remove a member from the cluster (leadership moves first if it leads); then stop its process."""
     from mq9cluster.cluster import admin
 
     try:
-        through = admin.remove_member(member, seed)
+        through = admin.remove_member(member, seed, password=cluster_password)
     except ClusterAdminError as exc:
         click.echo(f"mq9cluster: error: {exc}", err=True)
         sys.exit(1)
@@ -128,12 +129,13 @@ def leave(member: str, seed: str | None) -> None:
 @click.option("--seed", default="127.0.0.1:7222", show_default=True, metavar="HOST:PORT",
               help="Raft address of any member.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def status(seed: str, as_json: bool) -> None:
+@click.option("--cluster-password", envvar="MQ9_CLUSTER_PASSWORD", help="The cluster's password, if it has one.")
+def status(seed: str, as_json: bool, cluster_password: str | None) -> None:
     """Show every member: role, term, commit and applied index, lag behind the leader's commit index."""
     from mq9cluster.cluster import admin
 
     try:
-        views = admin.cluster_status(seed)
+        views = admin.cluster_status(seed, password=cluster_password)
     except ClusterAdminError as exc:
         click.echo(f"mq9cluster: error: {exc}", err=True)
         sys.exit(1)

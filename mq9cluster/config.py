@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     raft_addr: str = Field(
         "127.0.0.1:7222", **_flags("--raft-addr", help="host:port this node's Raft peers reach it on."),
     )
+    cluster_password: str | None = Field(
+        None,
+        **_flags("--cluster-password",
+                 help="Password every member shares: Raft traffic is encrypted and authenticated with it, and "
+                 "`mq9cluster status/leave` must give it too (the route port stays plain)."),
+    )
     peers: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         **_flags("--peers", help="The other members' Raft addresses, comma-separated (this node's own is ignored)."),

@@ -4,6 +4,7 @@ Speaks pysyncobj's utility commands (``status``, ``add``, ``remove``, ``transfer
 its ``syncobj_admin`` tool) to a member's Raft address, so it works whatever state the NATS side
 is in. Blocking calls, meant for the CLI and for a joining node's start-up thread. A membership
 change is committed through the Raft log like any entry: ``add``/``remove`` answer once it is.
+A cluster started with a password (``--cluster-password``) answers only calls made with it.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from mq9cluster.errors import ClusterAdminError
 CALL_TIMEOUT = 5.0
 
 
-def call(address: str, command: list[str], timeout: float = CALL_TIMEOUT) -> object:
+def call(address: str, command: list[str], timeout: float = CALL_TIMEOUT, password: str | None = None) -> object:
     """Send one utility command to the member at ``address``; its answer."""
     try:
-        answer = TcpUtility(timeout=timeout).executeCommand(address, command)
+        answer = TcpUtility(password=password or None, timeout=timeout).executeCommand(address, command)
     except UtilityException as exc:
-        raise ClusterAdminError(f"raft node {address}: {exc or 'no answer'}") from None
+        hint = " (a cluster started with --cluster-password drops calls without the same password)"
+        raise ClusterAdminError(f"raft node {address}: {exc or 'no answer'}{hint}") from None
     except (OSError, ValueError) as exc:
         raise ClusterAdminError(f"raft node {address}: {exc}") from None
     if answer is None:
@@ -32,52 +34,52 @@ def call(address: str, command: list[str], timeout: float = CALL_TIMEOUT) -> obj
     return answer
 
 
-def node_status(address: str, timeout: float = CALL_TIMEOUT) -> RaftStatus:
+def node_status(address: str, timeout: float = CALL_TIMEOUT, password: str | None = None) -> RaftStatus:
     """The member's own view: role, term, leader, commit/applied index, peers."""
-    raw = call(address, ["status"], timeout)
+    raw = call(address, ["status"], timeout, password)
     if not isinstance(raw, dict):
         raise ClusterAdminError(f"raft node {address}: unexpected status answer {raw!r}")
     return RaftStatus.from_pysyncobj(address, raw)
 
 
-def _change(seed: str, verb: str, member: str, timeout: float) -> None:
-    answer = call(seed, [verb, member], timeout)
+def _change(seed: str, verb: str, member: str, timeout: float, password: str | None) -> None:
+    answer = call(seed, [verb, member], timeout, password)
     if not (isinstance(answer, str) and answer.startswith("SUCCESS")):
         raise ClusterAdminError(f"{verb} {member} through {seed} failed: {answer}")
 
 
-def add_member(seed: str, member: str, timeout: float = 30.0) -> None:
+def add_member(seed: str, member: str, timeout: float = 30.0, password: str | None = None) -> None:
     """Make ``member`` a voting member, through the cluster ``seed`` belongs to; returns once committed.
 
     With two members or fewer before the change, it commits only once ``member`` runs.
     """
-    _change(seed, "add", member, timeout)
+    _change(seed, "add", member, timeout, password)
 
 
-def remove_member(member: str, seed: str | None = None, timeout: float = 30.0) -> str:
+def remove_member(member: str, seed: str | None = None, timeout: float = 30.0, password: str | None = None) -> str:
     """Take ``member`` out of the cluster; the member that carried it out.
 
     A leader cannot remove itself: when ``member`` leads, leadership is handed to the most
     caught-up follower first. ``seed`` is any member to start from (default: ``member`` itself,
     which must then be reachable).
     """
-    start = node_status(seed or member)
+    start = node_status(seed or member, password=password)
     leader = start.leader
     if leader is None:
         raise ClusterAdminError(f"no leader known to {start.address}: retry once the cluster has one")
     if leader == member:
-        call(member, ["transfer"], timeout)
-        leader = _wait_new_leader(member, [m for m in start.members if m != member], timeout)
-    _change(leader, "remove", member, timeout)
+        call(member, ["transfer"], timeout, password)
+        leader = _wait_new_leader(member, [m for m in start.members if m != member], timeout, password)
+    _change(leader, "remove", member, timeout, password)
     return leader
 
 
-def _wait_new_leader(old: str, others: list[str], timeout: float) -> str:
+def _wait_new_leader(old: str, others: list[str], timeout: float, password: str | None) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for address in others:
             try:
-                leader = node_status(address, timeout=1.0).leader
+                leader = node_status(address, timeout=1.0, password=password).leader
             except ClusterAdminError:
                 continue
             if leader not in (None, old):
@@ -95,12 +97,12 @@ class MemberView:
     error: str | None
 
 
-def cluster_status(seed: str) -> list[MemberView]:
+def cluster_status(seed: str, password: str | None = None) -> list[MemberView]:
     """Every member the seed knows of (the seed included), each asked for its own status."""
     views = []
-    for address in node_status(seed).members:
+    for address in node_status(seed, password=password).members:
         try:
-            views.append(MemberView(address, node_status(address), None))
+            views.append(MemberView(address, node_status(address, password=password), None))
         except ClusterAdminError as exc:
             views.append(MemberView(address, None, str(exc)))
     return views

@@ -384,6 +384,7 @@ class RaftNode:
         snapshot_reader: SnapshotReader | None = None,
         tuning: RaftTuning = RaftTuning(),
         on_fatal: Callable[[BaseException], None] | None = None,
+        password: str | None = None,
     ) -> None:
         """Open the journal in ``data_dir/raft``, bind ``self_address`` and start ticking.
 
@@ -395,6 +396,7 @@ class RaftNode:
         ``snapshot_reader(stream)`` replaces the state machine's state by one read from a
         verified stream; without them log compaction is disabled and the journal grows without
         bound. ``on_fatal`` is called on the tick thread after the node stopped on an error.
+        ``password`` (every member the same) authenticates and encrypts the Raft traffic.
         """
         if (snapshot_writer is None) != (snapshot_reader is None):
             raise ValueError("give both snapshot_writer and snapshot_reader, or neither")
@@ -405,6 +407,7 @@ class RaftNode:
         self._snapshot_reader = snapshot_reader
         self._tuning = tuning
         self._on_fatal = on_fatal
+        self._password = password or None
         self._waiters = _Waiters()
         self._failure: BaseException | None = None
         self._stopping = False
@@ -467,6 +470,9 @@ class RaftNode:
             deserializer=self._read_snapshot if with_snapshots else None,
             useFork=False,
             onStateChanged=self._on_state_changed,
+            # Fernet (AES-CBC + HMAC) keyed from the password: a message that does not verify is
+            # dropped, with its connection, before pysyncobj unpickles it.
+            password=self._password,
         )
 
     # -- the tick thread ----------------------------------------------------------------------------
