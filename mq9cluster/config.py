@@ -113,6 +113,12 @@ class Settings(BaseSettings):
     mailbox_max_ttl: int = Field(
         31536000, ge=0, **_flags("--mailbox-max-ttl", help="Largest mailbox TTL in seconds a create may ask for (0 = no limit)."),
     )
+    max_creates_per_second: float = Field(
+        0, ge=0,
+        **_flags("--max-creates-per-second",
+                 help="Mailbox creates one connection may make a second, in bursts of up to 10x that (at least 1); "
+                 "more get an error reply (0 = no limit)."),
+    )
     mailbox_max_bytes: int = Field(
         0, ge=0,
         **_flags("--mailbox-max-bytes", help="Most bytes (payloads and headers) one mailbox stores; a send that "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from typing import TYPE_CHECKING, Protocol
 
 from mq9cluster.protocol import encode, subject
@@ -17,6 +18,7 @@ from mq9cluster.protocol.events import Connect, Err, Pong, Ping, Pub, Sub, Unsub
 from mq9cluster.protocol.parser import Parser
 from mq9cluster.server.auth import AUTH_TIMEOUT, AUTH_VIOLATION, Authenticator
 from mq9cluster.server.connection import Connection
+from mq9cluster.server.ratelimit import TokenBucket
 from mq9cluster.server.tls import HANDSHAKE_TIMEOUT
 
 if TYPE_CHECKING:
@@ -98,6 +100,7 @@ class Client(Connection):
         self._held: list | None = None  # events read while a bcrypt check runs off the loop
         self._auth_timer: asyncio.TimerHandle | None = None
         self._tls_pending = False
+        self._creates: TokenBucket | None = None  # made at the first create, when limited
 
     # -- asyncio callbacks -------------------------------------------------------------------
 
@@ -299,6 +302,16 @@ class Client(Connection):
     def _on_violation(self, event: Violation) -> None:
         log.info("protocol violation cid=%d ip=%s: %s (%s)", self.cid, self.ip, event.text, event.detail)
         self.close(event.text, error=event.text if event.send_err else None)
+
+    def may_create(self) -> bool:
+        """Whether this connection is within its mailbox create rate (always, with no limit)."""
+        rate = self.settings.max_creates_per_second
+        if not rate:
+            return True
+        now = time.monotonic()
+        if self._creates is None:
+            self._creates = TokenBucket(rate, max(1.0, rate * 10), now)
+        return self._creates.take(now)
 
     # -- output ------------------------------------------------------------------------------
 

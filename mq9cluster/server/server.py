@@ -34,6 +34,8 @@ NATS_COMPAT_VERSION = "2.10.0"
 
 
 MQ9_PREFIX = b"$mq9."
+#: The one mq9 request a connection's rate of is limited here (--max-creates-per-second).
+MQ9_CREATE = b"$mq9.AI.MAILBOX.CREATE"
 
 
 class MailboxGateway(Protocol):
@@ -251,6 +253,11 @@ class Server:
         stats.in_msgs += 1
         stats.in_bytes += len(payload)
         if self.gateway is not None and subj.startswith(MQ9_PREFIX):
+            if subj == MQ9_CREATE and not origin.may_create():
+                log.info("mailbox create refused cid=%d ip=%s: over the create rate", origin.cid, origin.ip)
+                if reply is not None:
+                    self.reply(reply, b'{"error": "too many mailbox creates from this connection, slow down"}')
+                return
             self.gateway.publish(subj, reply, payload, hdrs)
             return
         delivered = self._route(subj, reply, payload, hdrs, None if origin.echo else origin)
