@@ -367,6 +367,8 @@ class Server:
                 "subscriptions": len(c.subs),
                 "name": c.name, "lang": c.lang, "version": c.version,
             }
+            if c.user:
+                entry["authorized_user"] = c.user  # nats-server's name for it
             if subs:
                 entry["subscriptions_list"] = [s.subject.decode(errors="replace") for s in c.subs.values()]
             conns.append(entry)

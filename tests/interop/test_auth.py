@@ -96,6 +96,9 @@ def test_nats_py_right_and_wrong_credentials(secured):
             await nats.connect(f"nats://alice:wrong@{host}", allow_reconnect=False, connect_timeout=2)
         nc = await nats.connect(f"nats://{host}", token=None, user="alice", password="s3cret",
                                 allow_reconnect=False)
+        if broker.kind == "mq9cluster":  # nats-server 2.9 shows it only with /connz?auth=1
+            connz = broker.http_json("/connz")["connections"]
+            assert [c.get("authorized_user") for c in connz] == ["alice"]
         await nc.close()
 
     asyncio.run(scenario())
