@@ -10,6 +10,7 @@ import nats
 import pytest
 
 from tests.interop.wire import WireClient
+from tests.support.broker import Broker
 from tests.support.certs import make_ca
 
 
@@ -88,3 +89,17 @@ def test_missing_certificate_file_stops_the_start(tmp_path):
                "--tlscert", str(tmp_path / "absent.pem"), "--tlskey", str(tmp_path / "absent-key.pem"))
     assert done.returncode == 2
     assert "cannot load TLS certificate files" in done.stderr
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize("verify", [False, True], ids=["tls", "tlsverify"])
+def test_nats_server_takes_the_same_flags_and_client_code(ca, tmp_path, verify):
+    """The flags and the client side above are nats-server's: the same run against it passes."""
+    broker = Broker("nats-server", tmp_path, _tls_args(ca, verify=verify)).start()
+    try:
+        info = WireClient(broker.port).info
+        assert info["tls_required"] is True
+        url = f"tls://127.0.0.1:{broker.port}"
+        assert asyncio.run(_round_trip(url, _client_context(ca, with_cert=verify))) == b"over tls"
+    finally:
+        broker.stop()
