@@ -11,10 +11,6 @@ class ConfigError(Mq9Error):
     """Settings are missing, malformed or contradictory; the message says which and why."""
 
 
-class NotSupportedYet(ConfigError):
-    """An option nats-server accepts that this release does not implement yet."""
-
-
 class PermissionDenied(Mq9Error):
     """A client may not do this; the message is the NATS -ERR text (without quotes)."""
 
