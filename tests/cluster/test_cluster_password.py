@@ -89,3 +89,25 @@ def test_three_nodes_with_a_password_replicate(cluster):
         while (group.raft_status(node) or {}).get("last_applied", 0) < target:
             assert time.monotonic() < deadline
             time.sleep(0.05)
+
+
+def test_join_and_leave_with_the_password(mq9, tmp_path):
+    from tests.support.broker import Broker
+
+    seed = mq9("--cluster-password", "shared", "--node-id", "first")
+    joiner = Broker("mq9cluster", tmp_path, ["--seed", seed.raft_addr, "--join-wait", "20", "--node-id", "second",
+                                             "--cluster-password", "shared"], subcommand="join").start()
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            done = cli("status", "--seed", seed.raft_addr, "--json", "--cluster-password", "shared")
+            rows = json.loads(done.stdout)["members"] if done.returncode == 0 else []
+            if sorted(row["address"] for row in rows if row["role"] != "unreachable") == sorted(
+                    [seed.raft_addr, joiner.raft_addr]):
+                break
+            assert time.monotonic() < deadline, joiner.output()
+            time.sleep(0.2)
+        done = cli("leave", "--raft-addr", joiner.raft_addr, "--seed", seed.raft_addr, "--cluster-password", "shared")
+        assert done.returncode == 0, done.stderr
+    finally:
+        joiner.stop()
