@@ -68,7 +68,8 @@ class Node:
         self.mailboxes = MailboxService(
             self.store, self.committer, self.raft.read_barrier, self._is_leader, settings.mailbox_max_ttl,
             replay_window=min(4 * 1048576, settings.max_pending // 4),
-            max_mailbox_bytes=settings.mailbox_max_bytes,
+            max_mailbox_bytes=settings.mailbox_max_bytes, max_mailboxes=settings.max_mailboxes,
+            max_total_bytes=settings.max_stored_bytes,
         )
         self.server = Server(settings, gateway=self.mailboxes)
         self.mailboxes.reply = self.server.reply
@@ -102,6 +103,7 @@ class Node:
         """
         before = {mailbox.address: mailbox for mailbox in self.store.public_mailboxes()}
         self.store.install(state)
+        self.machine.recount()
         after = {mailbox.address: mailbox for mailbox in self.store.public_mailboxes()}
         changes: list[Change] = [Created(m) for address, m in after.items() if address not in before]
         changes += [Removed(m, "deleted") for address, m in before.items() if address not in after]
@@ -131,7 +133,7 @@ class Node:
 
     def metrics_snapshot(self) -> dict[str, float]:
         """The numbers ``/metrics`` reads at scrape time (names from metrics.SNAPSHOT_METRICS)."""
-        stats, raft = self.server.stats, self.raft.status()
+        stats, raft, totals = self.server.stats, self.raft.status(), self.machine.totals
         return {
             "messages_in": stats.in_msgs, "messages_out": stats.out_msgs,
             "bytes_in": stats.in_bytes, "bytes_out": stats.out_bytes,
@@ -143,6 +145,7 @@ class Node:
             "raft_apply_lag": max(raft.commit_index - raft.last_applied, 0),
             "raft_proposals": self.committer.entries_proposed, "raft_proposal_retries": self.committer.retries,
             "raft_peers_connected": sum(raft.peers.values()),
+            "mailboxes": totals.mailboxes, "stored_messages": totals.messages, "stored_bytes": totals.bytes,
         }
 
     def readiness(self) -> tuple[int, dict[str, Any]]:

@@ -124,6 +124,16 @@ class Settings(BaseSettings):
         **_flags("--mailbox-max-bytes", help="Most bytes (payloads and headers) one mailbox stores; a send that "
                  "would pass it gets an error reply and nothing stored is dropped (0 = no limit)."),
     )
+    max_mailboxes: int = Field(
+        0, ge=0,
+        **_flags("--max-mailboxes", help="Most mailboxes that may exist; a create past it gets an error reply "
+                 "(0 = no limit)."),
+    )
+    max_stored_bytes: int = Field(
+        0, ge=0,
+        **_flags("--max-stored-bytes", help="Most bytes (payloads and headers) all mailboxes together store on a "
+                 "node; a send that would pass it gets an error reply (0 = no limit)."),
+    )
     expiry_interval: float = Field(
         1.0, gt=0, **_flags("--expiry-interval", help="Seconds between the leader's scans for expired mailboxes."),
     )

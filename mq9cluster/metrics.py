@@ -52,6 +52,9 @@ SNAPSHOT_METRICS: dict[str, tuple[str, str]] = {
     "raft_proposals": ("counter", "Raft entries (batches of mailbox operations) proposed by this node."),
     "raft_proposal_retries": ("counter", "Raft proposals retried after a failure."),
     "raft_peers_connected": ("gauge", "Raft peers this node is connected to."),
+    "mailboxes": ("gauge", "Mailboxes in the store, as applied on this node."),
+    "stored_messages": ("gauge", "Messages stored in all mailboxes."),
+    "stored_bytes": ("gauge", "Bytes (payloads and headers) stored in all mailboxes."),
 }
 
 

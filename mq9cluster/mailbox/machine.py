@@ -56,12 +56,38 @@ def missing(address: str) -> Result:
     return {"error": f"mailbox {address} does not exist"}
 
 
+class Totals:
+    """What the store holds in all: mailboxes, messages, bytes (payloads and headers).
+
+    Derived from replicated state only (counted from the store at start and after a snapshot
+    install, then moved by each applied op), so every node has the same figures at the same
+    index and the limits checked against them decide alike.
+    """
+
+    __slots__ = ("mailboxes", "messages", "bytes")
+
+    def __init__(self, mailboxes: int = 0, messages: int = 0, size: int = 0) -> None:
+        self.mailboxes, self.messages, self.bytes = mailboxes, messages, size
+
+    def gone(self, mailbox: Mailbox) -> None:
+        """A mailbox and its messages were removed."""
+        self.mailboxes -= 1
+        self.messages -= mailbox.msg_count
+        self.bytes -= mailbox.msg_bytes
+
+
 class MailboxMachine:
     """Applies batches of mailbox ops onto the store."""
 
     def __init__(self, store: Store, on_changes: Callable[[list[Change]], None]) -> None:
         self.store = store
         self.on_changes = on_changes
+        self.totals = Totals()
+        self.recount()
+
+    def recount(self) -> None:
+        """Count the totals from the store (at start, and after a snapshot replaced it)."""
+        self.totals = Totals(*self.store.stored_totals())
 
     def last_applied(self) -> int:
         """The Raft index whose effects the store holds."""
@@ -106,13 +132,19 @@ class MailboxMachine:
         expires_at = batch.expires_at(op.address)
         if expires_at is None or 0 < expires_at <= op.now_ms:
             return missing(op.address)
+        size = len(op.payload) + (len(op.headers) if op.headers else 0)
         if op.max_bytes:
             stored = batch.get_mailbox(op.address).msg_bytes
-            size = len(op.payload) + (len(op.headers) if op.headers else 0)
             if stored + size > op.max_bytes:
                 return {"error": f"mailbox {op.address} is full: {stored} bytes stored, "
                                  f"this message of {size} would pass the limit of {op.max_bytes}"}
+        totals = self.totals
+        if op.max_total_bytes and totals.bytes + size > op.max_total_bytes:
+            return {"error": f"storage is full: {totals.bytes} bytes stored in all mailboxes, this message "
+                             f"of {size} would pass the limit of {op.max_total_bytes}"}
         msg_id = batch.append_message(op.address, op.priority, op.now_ms, op.payload, op.headers)
+        totals.messages += 1
+        totals.bytes += size
         changes.append(Appended(Message(op.address, op.priority, msg_id, op.now_ms, op.payload, op.headers)))
         return {"msg_id": msg_id}
 
@@ -121,21 +153,28 @@ class MailboxMachine:
         if existing is not None and expired(existing, op.now_ms):
             batch.delete_mailbox(op.address)
             changes.append(Removed(existing, "expired"))
+            self.totals.gone(existing)
             existing = None
         if existing is not None:
             if existing.public and op.public:
                 return {"mail_address": op.address, "is_new": False}
             return {"error": f"mail address {op.address} is already taken"}
+        if op.max_mailboxes and self.totals.mailboxes >= op.max_mailboxes:
+            return {"error": f"too many mailboxes: {self.totals.mailboxes} exist, the limit is {op.max_mailboxes}"}
+        self.totals.mailboxes += 1
         expires_at = op.now_ms + op.ttl * 1000 if op.ttl else 0
         mailbox = batch.put_mailbox(Mailbox(op.address, op.now_ms, op.ttl, expires_at, op.public, op.desc))
         changes.append(Created(mailbox))
         return {"mail_address": op.address, "is_new": True}
 
     def _delete_message(self, batch: Batch, op: ops.DeleteMessageOp, changes: list[Change]) -> Result:
-        if batch.get_mailbox(op.address) is None:
+        before = batch.get_mailbox(op.address)
+        if before is None:
             return missing(op.address)
         if not batch.delete_message(op.address, op.msg_id):
             return {"error": f"message {op.msg_id} does not exist in mailbox {op.address}"}
+        self.totals.messages -= 1
+        self.totals.bytes -= before.msg_bytes - batch.get_mailbox(op.address).msg_bytes
         changes.append(MessageDeleted(op.address, op.msg_id))
         return {"deleted": True}
 
@@ -145,6 +184,7 @@ class MailboxMachine:
             return {"expired": False}
         batch.delete_mailbox(op.address)
         changes.append(Removed(mailbox, "expired"))
+        self.totals.gone(mailbox)
         return {"expired": True}
 
     def _group_progress(self, batch: Batch, op: ops.GroupProgressOp) -> Result:

@@ -21,20 +21,23 @@ OP_CLAIM = 6
 
 
 class CreateOp(NamedTuple):
-    """Create ``address`` (idempotent for public names)."""
+    """Create ``address`` (idempotent for public names), unless ``max_mailboxes`` exist already
+    (0: no limit; it rides in the op like AppendOp's limits)."""
 
     address: str
     now_ms: int
     ttl: int
     public: bool
     desc: str
+    max_mailboxes: int = 0
 
 
 class AppendOp(NamedTuple):
-    """Store one message, unless the mailbox would then hold more than ``max_bytes`` (0: no limit).
+    """Store one message, unless the mailbox would then hold more than ``max_bytes``, or all
+    mailboxes together more than ``max_total_bytes`` (0: no limit).
 
-    ``max_bytes`` rides in the op so every node decides alike whatever its own options say;
-    entries written before it existed decode with the default.
+    The limits ride in the op so every node decides alike whatever its own options say;
+    entries written before they existed decode with the defaults.
     """
 
     address: str
@@ -43,6 +46,7 @@ class AppendOp(NamedTuple):
     payload: bytes
     headers: bytes | None
     max_bytes: int = 0
+    max_total_bytes: int = 0
 
 
 class DeleteMessageOp(NamedTuple):

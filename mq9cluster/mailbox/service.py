@@ -55,6 +55,8 @@ class MailboxService:
         max_ttl: int,
         replay_window: int,
         max_mailbox_bytes: int = 0,
+        max_mailboxes: int = 0,
+        max_total_bytes: int = 0,
     ) -> None:
         self.store = store
         self.committer = committer
@@ -62,6 +64,8 @@ class MailboxService:
         self.is_leader = is_leader
         self.max_ttl = max_ttl
         self.max_mailbox_bytes = max_mailbox_bytes
+        self.max_mailboxes = max_mailboxes
+        self.max_total_bytes = max_total_bytes
         self.reply: Callable[[bytes, bytes], None] = lambda subject, payload: None
         self.delivery = Delivery(store, barrier, self._claim, replay_window)
         self._parsed: dict[bytes, object] = {}
@@ -80,7 +84,7 @@ class MailboxService:
         kind = type(request)
         if kind is Send:
             op = ops.AppendOp(request.address, request.priority, now_ms(), payload, headers,
-                              self.max_mailbox_bytes)
+                              self.max_mailbox_bytes, self.max_total_bytes)
             self._submit(op, reply)
         elif kind is Create:
             self._create(payload, reply)
@@ -139,7 +143,7 @@ class MailboxService:
             if name is not None:
                 return "name is only for public mailboxes (set \"public\": true)"
             address = new_private_address()
-        return ops.CreateOp(address, now_ms(), ttl, public, desc)
+        return ops.CreateOp(address, now_ms(), ttl, public, desc, self.max_mailboxes)
 
     def _submit(self, op: ops.Op, reply: bytes | None) -> None:
         started = time.perf_counter()

@@ -171,6 +171,23 @@ class StoreReads:
         return [codecs.decode_mailbox(keys.address_of(tag), raw)
                 for tag, raw in zip(tags, raws, strict=True) if raw is not None]
 
+    def stored_totals(self) -> tuple[int, int, int]:
+        """(mailboxes, messages, bytes) held now, summed over the mailbox records (one per mailbox,
+        messages not read)."""
+        mailboxes = messages = size = 0
+        with self._reading() as db:
+            bounded = _BoundedIter(db, keys.end_of(keys.MAILBOX))
+            it = bounded.it
+            it.seek(keys.MAILBOX)
+            while it.valid():
+                record = codecs.decode_mailbox(keys.address_of(it.key()[1:]), it.value())
+                mailboxes += 1
+                messages += record.msg_count
+                size += record.msg_bytes
+                it.next()
+            it.status()
+        return mailboxes, messages, size
+
     def due_expiries(self, now_ms: int, limit: int | None = None) -> list[Expiry]:
         """Mailboxes whose expires_at <= now_ms, soonest first, at most ``limit`` of them."""
         due: list[Expiry] = []

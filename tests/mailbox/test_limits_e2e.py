@@ -23,3 +23,22 @@ def test_full_mailbox_rejects_sends_and_drops_nothing(mq9):
         await nc.close()
 
     run(scenario())
+
+
+def test_mailbox_count_and_node_storage_limits(mq9):
+    broker = mq9("--max-mailboxes", "2", "--max-stored-bytes", "50")
+
+    async def scenario():
+        nc = await connect(broker)
+        first, second = await create(nc), await create(nc)
+        third = await request(nc, "$mq9.AI.MAILBOX.CREATE", b"{}")
+        assert "too many mailboxes" in third["error"]
+        assert "msg_id" in await request(nc, f"$mq9.AI.MAILBOX.{first}", b"a" * 30)
+        assert "msg_id" in await request(nc, f"$mq9.AI.MAILBOX.{second}", b"b" * 20)
+        full = await request(nc, f"$mq9.AI.MAILBOX.{second}", b"c")
+        assert "storage is full" in full["error"]
+        got = await collect(nc, f"$mq9.AI.MAILBOX.{first}.*")
+        await until(lambda: len(got) == 1, "the stored message")
+        await nc.close()
+
+    run(scenario())

@@ -153,3 +153,39 @@ def test_append_written_before_the_limit_existed_still_decodes():
     import msgpack
     old = msgpack.packb([ops.OP_APPEND, "inbox", 1, T0, b"p", None], use_bin_type=True)
     assert ops.decode(old) == ops.AppendOp("inbox", 1, T0, b"p", None, 0)
+
+
+def test_totals_follow_every_change_and_match_a_recount(machine):
+    m, _ = machine
+    apply(m, 2, ops.CreateOp("a", T0, 1, False, ""), ops.CreateOp("b", T0, 0, False, ""))
+    apply(m, 3, ops.AppendOp("a", 1, T0, b"1234", b"hh"), ops.AppendOp("b", 1, T0, b"xy", None),
+          ops.AppendOp("b", 2, T0, b"z", None))
+    assert (m.totals.mailboxes, m.totals.messages, m.totals.bytes) == (2, 3, 9)
+    apply(m, 4, ops.DeleteMessageOp("b", 1))
+    assert (m.totals.mailboxes, m.totals.messages, m.totals.bytes) == (2, 2, 7)
+    apply(m, 5, ops.ExpireOp("a", T0 + 1000))
+    assert (m.totals.mailboxes, m.totals.messages, m.totals.bytes) == (1, 1, 1)
+    apply(m, 6, ops.CreateOp("c", T0, 0, False, ""))
+    counted = (m.totals.mailboxes, m.totals.messages, m.totals.bytes)
+    m.recount()
+    assert counted == (m.totals.mailboxes, m.totals.messages, m.totals.bytes) == (2, 1, 1)
+
+
+def test_mailbox_count_limit(machine):
+    m, _ = machine
+    results = apply(m, 2, *(ops.CreateOp(f"m{i}", T0, 0, False, "", 2) for i in range(3)))
+    assert [r.get("is_new") for r in results[:2]] == [True, True]
+    assert "too many mailboxes" in results[2]["error"]
+    apply(m, 3, ops.CreateOp("svc", T0, 0, True, "", 0))  # no limit in the op
+    assert apply(m, 4, ops.CreateOp("svc", T0, 0, True, "", 1)) == [{"mail_address": "svc", "is_new": False}]
+
+
+def test_total_bytes_limit_across_mailboxes(machine):
+    m, _ = machine
+    apply(m, 2, ops.CreateOp("a", T0, 0, False, ""), ops.CreateOp("b", T0, 0, False, ""))
+    assert apply(m, 3, ops.AppendOp("a", 1, T0, b"x" * 8, None, 0, 10)) == [{"msg_id": 1}]
+    full = apply(m, 4, ops.AppendOp("b", 1, T0, b"yyy", None, 0, 10))
+    assert "storage is full" in full[0]["error"]
+    apply(m, 5, ops.DeleteMessageOp("a", 1))
+    assert apply(m, 6, ops.AppendOp("b", 1, T0, b"yyy", None, 0, 10)) == [{"msg_id": 1}]
+    assert [msg.payload for msg in m.store.iter_messages("b")] == [b"yyy"]

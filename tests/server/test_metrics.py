@@ -60,7 +60,11 @@ def test_metrics_move_with_core_and_mailbox_traffic(mq9):
                      "mq9_bytes_out_total", "mq9_connections_accepted_total", "mq9_raft_commit_index",
                      "mq9_raft_applied_index", "mq9_raft_proposals_total", "mq9_raft_fsync_seconds_count",
                      "mq9_raft_fsync_seconds_sum", "mq9_mailbox_op_ack_seconds_count",
-                     "mq9_raft_batch_ops_count", "mq9_mailboxes_expired_total")
+                     "mq9_raft_batch_ops_count", "mq9_mailboxes_expired_total", "mq9_mailboxes",
+                     "mq9_stored_messages", "mq9_stored_bytes")
+    assert after["mq9_mailboxes"] == before["mq9_mailboxes"] + 1  # the one with a TTL expired
+    assert after["mq9_stored_messages"] == before["mq9_stored_messages"] + 5
+    assert after["mq9_stored_bytes"] == before["mq9_stored_bytes"] + 10
     assert after["mq9_raft_is_leader"] == 1
     assert after["mq9_raft_apply_lag"] == 0
     assert after["mq9_raft_term"] >= 1
