@@ -118,3 +118,9 @@ def test_p7_async_request_reply(cluster):
 def test_p8_capability_discovery(cluster):
     lines = run_example("p8_capability_discovery.py", cluster(3).urls)
     assert lines[-1] == "deepl7: got task {'translate': 'bonjour', 'to': 'en'}"
+
+
+def test_langchain_tools_example(cluster):
+    lines = run_example("langchain_tools.py", cluster(3).urls)
+    assert lines[-2:] == ["No messages in mailbox 'agents.reviewer'.", ""]
+    assert "  [1] priority=high  content=review draft B today, reply to" in "\n".join(lines)
