@@ -12,6 +12,7 @@ import asyncio
 import base64
 import datetime
 import json
+import re
 import signal
 import sys
 from typing import Any, Awaitable, Callable
@@ -22,6 +23,7 @@ PRIORITIES = ("critical", "urgent", "high", "normal", "low")
 CONNECT_TIMEOUT = 2.0
 REQUEST_TIMEOUT = 5.0
 LIST_WAIT = 3.0  # list: how long to wait for the stored messages the broker said it has
+ADDRESS = re.compile(r"[a-z0-9](?:[a-z0-9.]{0,126}[a-z0-9])?")  # the broker checks the rest (no "..", ...)
 
 
 class ClientError(Exception):
@@ -33,6 +35,14 @@ def _servers(value: str) -> list[str]:
     if not urls:
         raise click.BadParameter("give at least one URL, e.g. nats://127.0.0.1:4222", param_hint="--server")
     return [url if "://" in url else f"nats://{url}" for url in urls]
+
+
+def _address(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    """Refuse what cannot be a mail address before it becomes (part of) a NATS subject."""
+    if not ADDRESS.fullmatch(value) or ".." in value:
+        raise click.BadParameter(f"{value!r} is not a mail address: 1-128 of a-z, 0-9 and '.', "
+                                 "no leading, trailing or double dot")
+    return value
 
 
 async def _connect(servers: list[str], keep_trying: bool = False):
@@ -84,6 +94,11 @@ def _run(ctx: click.Context, work: Callable[[Any], Awaitable[None]], keep_trying
         asyncio.run(main())
     except ClientError as exc:
         click.echo(f"mq9cluster: error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:  # Ctrl-C outside watch: stop quietly, as a shell expects
+        sys.exit(130)
+    except Exception as exc:  # a failure nobody foresaw still ends in one line, not a traceback
+        click.echo(f"mq9cluster: error: {type(exc).__name__}: {exc}", err=True)
         sys.exit(1)
 
 
@@ -141,14 +156,15 @@ def create(ctx: click.Context, name: str | None, desc: str, ttl: int) -> None:
 
     async def work(nc) -> None:
         reply = await _request(nc, "$mq9.AI.MAILBOX.CREATE", json.dumps(options).encode())
-        note = "" if reply.get("is_new", True) else "  (already existed)"
-        _emit(ctx, reply, reply["mail_address"] + note)
+        _emit(ctx, reply, reply["mail_address"])
+        if not reply.get("is_new", True) and not ctx.obj["json"]:
+            click.echo("(it already existed: left as it was)", err=True)
 
     _run(ctx, work)
 
 
 @mailbox.command()
-@click.argument("address")
+@click.argument("address", callback=_address)
 @click.argument("body")
 @click.option("-p", "--priority", type=click.Choice(PRIORITIES), default="normal", show_default=True)
 @click.pass_context
@@ -169,7 +185,7 @@ async def _require_mailbox(nc, address: str) -> list[dict]:
 
 
 @mailbox.command()
-@click.argument("address")
+@click.argument("address", callback=_address)
 @click.pass_context
 def watch(ctx: click.Context, address: str) -> None:
     """Print the stored messages of ADDRESS (highest priority first), then new ones as they arrive.
@@ -202,7 +218,7 @@ def watch(ctx: click.Context, address: str) -> None:
 
 
 @mailbox.command("list")
-@click.argument("address")
+@click.argument("address", callback=_address)
 @click.pass_context
 def list_messages(ctx: click.Context, address: str) -> None:
     """Print the messages stored in ADDRESS, in delivery order (highest priority first); nothing is removed."""

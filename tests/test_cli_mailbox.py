@@ -66,7 +66,8 @@ def test_create_send_list_and_json(mq9):
 def test_public_mailboxes(mq9):
     url = mq9().url
     assert ok(url, "create", "--public", "ops.approvals", "--desc", "ask a human", "--ttl", "3600") == "ops.approvals\n"
-    assert ok(url, "create", "--public", "ops.approvals") == "ops.approvals  (already existed)\n"
+    again = mailbox(url, "create", "--public", "ops.approvals")
+    assert (again.returncode, again.stdout) == (0, "ops.approvals\n") and "already existed" in again.stderr
     (line,) = ok(url, "public").splitlines()
     assert line.startswith("ops.approvals") and "ttl=3600" in line and line.endswith("ask a human")
     (box,) = [json.loads(line) for line in ok(url, "--json", "public").splitlines()]
@@ -122,6 +123,13 @@ def test_usage_errors():
     assert done.returncode == 2 and "asap" in done.stderr
     done = mailbox(",", "public")
     assert done.returncode == 2 and "--server" in done.stderr
+
+
+@pytest.mark.parametrize("address", ["a b", "Upper", "x.*", "x.>", "", ".x", "a..b"])
+def test_addresses_that_cannot_be_one_are_refused_before_connecting(address):
+    for command in (["send", address, "x"], ["watch", address], ["list", address]):
+        done = mailbox("nats://127.0.0.1:1", *command)
+        assert done.returncode == 2 and "is not a mail address" in done.stderr, done.stderr
 
 
 def test_unreachable_servers_fail_fast_and_clearly():
