@@ -20,8 +20,8 @@ async def worker(servers, name, node, queue, results):
     async def handle(msg):
         task = json.loads(msg.data)
         await asyncio.sleep(0.1)  # the work
-        await send(nc, results, {"task": task["id"], "worker": name})
         print(f"{name}: did task {task['id']}", flush=True)
+        await send(nc, results, {"task": task["id"], "worker": name})
 
     await nc.subscribe(f"$mq9.AI.MAILBOX.{queue}.*", queue="workers", cb=handle)
     return nc

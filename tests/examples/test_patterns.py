@@ -71,7 +71,8 @@ def test_p2_ttl_health_monitoring(cluster):
 
 def test_p3_task_queue_exactly_once_while_the_producers_node_dies(cluster):
     group = cluster(3)
-    followers_then_leader = leader_first(group)[1:] + leader_first(group)[:1]  # workers on followers
+    leader, *followers = leader_first(group)
+    followers_then_leader = [*followers, leader]  # workers on the followers, the producer on the leader
     producer_node = by_url(group, followers_then_leader[2])
     lines = run_example("p3_task_queue.py", followers_then_leader,
                         {"tasks queued": lambda _: producer_node.kill()})
