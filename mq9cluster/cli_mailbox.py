@@ -127,7 +127,8 @@ def _delivery(msg) -> dict:
 
 def _line(record: dict) -> str:
     body = record.get("body", f"<{len(base64.b64decode(record.get('body_base64', '')))} bytes, not UTF-8>")
-    return f"{_clock(record['ts'])}  {record['priority']:<8}  #{record['msg_id']:<6} {body}"
+    head = f"{_clock(record['ts'])}  {record['priority']:<8}  #{record['msg_id']:<6} "
+    return head + body.replace("\n", "\n" + " " * len(head))  # a multi-line body stays under its header
 
 
 @click.group()

@@ -52,14 +52,21 @@ def test_create_send_list_and_json(mq9):
     sent = json.loads(ok(url, "--json", "send", "--priority", "critical", address, "stop the line"))
     assert sent == {"mail_address": address, "priority": "critical", "msg_id": 2}
     ok(url, "send", address, "-", stdin="from stdin")
+    ok(url, "send", "-p", "low", address, "line one\nline two")
+    binary = subprocess.run([*mq9cluster_command(), "mailbox", "--server", url, "send", "-p", "low", address, "-"],
+                            input=b"\xff", capture_output=True, timeout=30)
+    assert binary.returncode == 0, binary.stderr
 
     text = ok(url, "list", address).splitlines()
-    assert [line.split()[2:] for line in text] == [
+    assert [line.split()[2:] for line in text[:3]] == [
         ["critical", "#2", "stop", "the", "line"], ["normal", "#1", "routine", "report"],
         ["normal", "#3", "from", "stdin"]]
+    assert text[3].endswith("#4      line one") and text[4] == " " * (len(text[3]) - 8) + "line two"
+    assert text[5].endswith("#5      <1 bytes, not UTF-8>")
     records = [json.loads(line) for line in ok(url, "--json", "list", address).splitlines()]
-    assert [(r["msg_id"], r["priority"], r["body"]) for r in records] == [
-        (2, "critical", "stop the line"), (1, "normal", "routine report"), (3, "normal", "from stdin")]
+    assert [(r["msg_id"], r["priority"], r.get("body", r.get("body_base64"))) for r in records] == [
+        (2, "critical", "stop the line"), (1, "normal", "routine report"), (3, "normal", "from stdin"),
+        (4, "low", "line one\nline two"), (5, "low", "/w==")]
     assert ok(url, "list", address) == "\n".join(text) + "\n", "list must not consume"
 
 
