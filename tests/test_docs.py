@@ -14,7 +14,8 @@ An HTML comment on the line right before a fence changes what happens:
 - ``<!-- docs-test: ctrl-c after N -->``: the block runs for N seconds, then gets SIGINT (as a
   person's Ctrl-C) and must still exit 0.
 
-Also: every relative link in these files points at a file that exists.
+Also: every relative link in these files points at a file that exists, and every `mq9cluster ...`
+command they mention (inline or in any block, run or not) names real subcommands and flags.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
 import pytest
 
 from tests.support.cluster import Cluster
@@ -117,3 +119,39 @@ def test_relative_links_resolve(path: Path):
     broken = [target for target in LINK.findall(text)
               if "://" not in target and not target.startswith("mailto:") and not (path.parent / target).exists()]
     assert not broken, f"{path.relative_to(ROOT)} links to missing files: {broken}"
+
+
+def mq9cluster_commands(path: Path) -> list[str]:
+    """Every `mq9cluster ...` in inline code, and every code-block line that starts with it."""
+    text = path.read_text()
+    spans = re.findall(r"`(mq9cluster [^`]*)`", re.sub(r"```.*?```", "", text, flags=re.S))
+    lines = [line.split("#")[0].strip() for block in re.findall(r"```\S*\n(.*?)```", text, flags=re.S)
+             for line in block.splitlines() if line.strip().startswith("mq9cluster ")]
+    return spans + lines
+
+
+@pytest.mark.parametrize("path", DOC_FILES, ids=[str(p.relative_to(ROOT)) for p in DOC_FILES])
+def test_mq9cluster_commands_in_the_docs_exist(path: Path):
+    """Each documented subcommand exists and takes every --flag/-f the docs give it."""
+    from mq9cluster.cli import main
+
+    wrong = []
+    for command in mq9cluster_commands(path):
+        tokens = [t for t in re.split(r"[\s\[\]|]+", command)[1:] if t]
+        group, options, value_next = main, {}, False
+        for token in tokens:
+            if value_next:
+                value_next = False
+            elif token.startswith("-"):
+                flag = token.split("=")[0]
+                if flag not in options and flag not in ("-h", "--help"):
+                    wrong.append(f"{command}: {flag}")
+                value_next = "=" not in token and options.get(flag, False)
+            elif isinstance(group, click.Group) and token in group.commands:
+                group = group.commands[token]
+                options.update({opt: not getattr(param, "is_flag", False) for param in group.params
+                                if isinstance(param, click.Option) for opt in param.opts + param.secondary_opts})
+            elif isinstance(group, click.Group) and token != "...":
+                wrong.append(f"{command}: no command {token!r}")
+                break
+    assert not wrong, f"{path.relative_to(ROOT)}: {wrong}"
