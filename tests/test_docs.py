@@ -74,19 +74,12 @@ def blocks_of(path: Path) -> list[Block]:
 RUNNABLE = [b for path in DOC_FILES for b in blocks_of(path) if b.lang in SHELL | {"python"}]
 
 
-@pytest.fixture(scope="module")
-def docs_cluster(tmp_path_factory) -> Cluster:
-    group = Cluster(tmp_path_factory.mktemp("docs-cluster"), 3).start()
-    yield group
-    group.stop()
-
-
 @pytest.mark.timeout(BLOCK_TIMEOUT + 30)
 @pytest.mark.parametrize("block", RUNNABLE, ids=[b.name for b in RUNNABLE])
-def test_code_block_runs(block: Block, docs_cluster: Cluster, tmp_path: Path):
+def test_code_block_runs(block: Block, shared_cluster: Cluster, tmp_path: Path):
     if block.marker and block.marker[0] == "skip":
         pytest.skip(f"{block.name} marked: {block.marker[1]}")
-    node = docs_cluster.nodes[0]
+    node = shared_cluster.nodes[0]
     code = block.code.replace("127.0.0.1:4222", f"127.0.0.1:{node.port}")
     script = tmp_path / ("block.py" if block.lang == "python" else "block.sh")
     script.write_text(code)

@@ -1,5 +1,6 @@
 """Every example in examples/ run as a user runs it (`python examples/pN_....py URL,URL,URL`) against a
-real three-node cluster; patterns 1, 3 and 5 with a node SIGKILLed while the example runs."""
+real three-node cluster; patterns 1, 3 and 5 with a node SIGKILLed while the example runs (each on a
+cluster of its own), the others on one cluster they share."""
 
 from __future__ import annotations
 
@@ -63,8 +64,8 @@ def test_p1_subagent_notifies_an_offline_orchestrator_across_a_leader_kill(clust
     assert lines[-1] == "orchestrator: back online, got 'revenue up 12%' (urgent)"
 
 
-def test_p2_ttl_health_monitoring(cluster):
-    lines = run_example("p2_ttl_health_monitoring.py", cluster(3).urls)
+def test_p2_ttl_health_monitoring(shared_cluster):
+    lines = run_example("p2_ttl_health_monitoring.py", shared_cluster.urls)
     assert "orchestrator: health.beta expired and did not come back: worker down" in lines
     assert not any("health.alpha" in line for line in lines)
 
@@ -81,8 +82,8 @@ def test_p3_task_queue_exactly_once_while_the_producers_node_dies(cluster):
     assert sorted(set(done)) == list(range(30))
 
 
-def test_p4_anomaly_broadcast_critical_first(cluster):
-    lines = run_example("p4_anomaly_broadcast.py", cluster(3).urls)
+def test_p4_anomaly_broadcast_critical_first(shared_cluster):
+    lines = run_example("p4_anomaly_broadcast.py", shared_cluster.urls)
     for handler in ("pager", "dashboard"):
         assert [line for line in lines if line.startswith(handler)] == [
             f"{handler}: [critical] payment error rate 30%", f"{handler}: [normal] p99 latency 2x baseline",
@@ -98,8 +99,8 @@ def test_p5_edge_backlog_emergency_first_while_a_follower_dies(cluster):
                           "edge: then 1000 routine commands, none missing"]
 
 
-def test_p6_human_approves_from_the_cli(cluster):
-    group = cluster(3)
+def test_p6_human_approves_from_the_cli(shared_cluster):
+    group = shared_cluster
 
     def human(line: str) -> None:
         inbox = re.search(r"mailbox send (\S+) approve", line).group(1)
@@ -111,17 +112,17 @@ def test_p6_human_approves_from_the_cli(cluster):
     assert lines[-1] == "agent: approved, deleting the records"
 
 
-def test_p7_async_request_reply(cluster):
-    lines = run_example("p7_async_request_reply.py", cluster(3).urls)
+def test_p7_async_request_reply(shared_cluster):
+    lines = run_example("p7_async_request_reply.py", shared_cluster.urls)
     assert sorted(lines[-2:]) == ["requester: 100 USD = 92.0 EUR", "requester: 250 USD = 230.0 EUR"]
 
 
-def test_p8_capability_discovery(cluster):
-    lines = run_example("p8_capability_discovery.py", cluster(3).urls)
+def test_p8_capability_discovery(shared_cluster):
+    lines = run_example("p8_capability_discovery.py", shared_cluster.urls)
     assert lines[-1] == "deepl7: got task {'translate': 'bonjour', 'to': 'en'}"
 
 
-def test_langchain_tools_example(cluster):
-    lines = run_example("langchain_tools.py", cluster(3).urls)
+def test_langchain_tools_example(shared_cluster):
+    lines = run_example("langchain_tools.py", shared_cluster.urls)
     assert lines[-2:] == ["No messages in mailbox 'agents.reviewer'.", ""]
     assert "  [1] priority=high  content=review draft B today, reply to" in "\n".join(lines)
