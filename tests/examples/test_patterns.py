@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.cluster import Cluster
-from tests.test_cli_mailbox import ok
+from tests.test_cli_mailbox import interrupt, ok, read_lines, watcher
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 RUN_TIMEOUT = 60.0
@@ -104,7 +104,11 @@ def test_p6_human_approves_from_the_cli(shared_cluster):
 
     def human(line: str) -> None:
         inbox = re.search(r"mailbox send (\S+) approve", line).group(1)
-        (question,) = ok(group.urls[1], "list", "approvals").splitlines()
+        watch = watcher(group.urls[1], "watch", "approvals")  # the person reads the question, then Ctrl-C
+        try:
+            (question,) = read_lines(watch, 1)
+        finally:
+            assert interrupt(watch)[0] == 0
         assert "delete 1,204 stale customer records?" in question and inbox in question
         ok(group.urls[2], "send", inbox, "approve")
 
