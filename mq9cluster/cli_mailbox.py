@@ -51,9 +51,18 @@ async def _connect(servers: list[str], keep_trying: bool = False):
     async def quiet(_exc: Exception) -> None:  # nats-py logs every failed attempt otherwise
         return None
 
+    async def lost() -> None:
+        if keep_trying and nc.is_reconnecting:  # also called on our own close
+            click.echo("(connection lost; reconnecting)", err=True)
+
+    async def back() -> None:
+        if keep_trying:
+            click.echo(f"(reconnected to {nc.connected_url.netloc})", err=True)
+
     try:
         nc = await nats.connect(servers=servers, connect_timeout=CONNECT_TIMEOUT, reconnect_time_wait=0.2,
-                                max_reconnect_attempts=1, error_cb=quiet, allow_reconnect=True)
+                                max_reconnect_attempts=1, error_cb=quiet, allow_reconnect=True,
+                                disconnected_cb=lost, reconnected_cb=back)
     except Exception as exc:  # nats-py raises several unrelated types (OSError, NoServersError, ...)
         raise ClientError(f"cannot connect to {', '.join(servers)}: {exc or type(exc).__name__}") from None
     if keep_trying:
