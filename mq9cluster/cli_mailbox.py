@@ -60,8 +60,8 @@ async def _connect(servers: list[str], keep_trying: bool = False):
             click.echo(f"(reconnected to {nc.connected_url.netloc})", err=True)
 
     try:
-        nc = await nats.connect(servers=servers, connect_timeout=CONNECT_TIMEOUT, reconnect_time_wait=0.2,
-                                max_reconnect_attempts=1, error_cb=quiet, allow_reconnect=True,
+        nc = await nats.connect(servers=servers, dont_randomize=True, connect_timeout=CONNECT_TIMEOUT,
+                                reconnect_time_wait=0.2, max_reconnect_attempts=1, error_cb=quiet,
                                 disconnected_cb=lost, reconnected_cb=back)
     except Exception as exc:  # nats-py raises several unrelated types (OSError, NoServersError, ...)
         raise ClientError(f"cannot connect to {', '.join(servers)}: {exc or type(exc).__name__}") from None
@@ -142,7 +142,7 @@ def _line(record: dict) -> str:
 
 @click.group()
 @click.option("-s", "--server", default="nats://127.0.0.1:4222", show_default=True, envvar="MQ9_SERVER",
-              metavar="URL[,URL...]", help="Broker URLs, comma-separated; any node of a cluster will do (env MQ9_SERVER).")
+              metavar="URL[,URL...]", help="Broker URLs, comma-separated, tried in this order; any node of a cluster will do (env MQ9_SERVER).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line instead of text.")
 @click.pass_context
 def mailbox(ctx: click.Context, server: str, as_json: bool) -> None:
