@@ -142,7 +142,8 @@ def _line(record: dict) -> str:
 
 @click.group()
 @click.option("-s", "--server", default="nats://127.0.0.1:4222", show_default=True, envvar="MQ9_SERVER",
-              metavar="URL[,URL...]", help="Broker URLs, comma-separated, tried in this order; any node of a cluster will do (env MQ9_SERVER).")
+              metavar="URL[,URL...]",
+              help="Broker URLs, comma-separated, tried in this order; any node of a cluster will do (env MQ9_SERVER).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line instead of text.")
 @click.pass_context
 def mailbox(ctx: click.Context, server: str, as_json: bool) -> None:
