@@ -1,0 +1,199 @@
+"""Dialect 3 end to end on a three-node cluster with nats-py: SEND, FETCH (stateless and by
+group, long poll), ACK with ack-wait redelivery, QUERY, DELETE; group offsets across failover."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from tests.support.nats_client import connect, create, request, run
+
+SEND, FETCH, ACK, QUERY = "$mq9.AI.MSG.SEND.", "$mq9.AI.MSG.FETCH.", "$mq9.AI.MSG.ACK.", "$mq9.AI.MSG.QUERY."
+
+
+async def send(nc, address: str, body: bytes, **headers: str) -> dict:
+    named = {f"mq9-{name}": value for name, value in headers.items()}
+    reply = await nc.request(SEND + address, body, timeout=5, headers=named or None)
+    return json.loads(reply.data)
+
+
+async def fetch(nc, address: str, timeout: float = 10, **fields) -> dict:
+    reply = await request(nc, FETCH + address, json.dumps(fields).encode(), timeout=timeout)
+    assert reply["error"] == "", reply
+    return reply
+
+
+def ids(reply: dict) -> list[int]:
+    return [m["msg_id"] for m in reply["messages"]]
+
+
+def test_send_in_dialect_1_fetch_and_ack_in_dialect_3_on_other_nodes_with_redelivery(cluster) -> None:
+    group = cluster(3)
+
+    async def scenario() -> None:
+        a, b, c = [await connect(node) for node in group.nodes]
+        try:
+            address = await create(a, public=True, name="d3.jobs")
+            for i, level in enumerate(["low", "normal", "critical", "urgent"]):
+                await request(a, f"$mq9.AI.MAILBOX.{address}.{level}", b"job-%d" % i)
+            assert await send(a, address, b"from-d3", priority="critical") == {"error": "", "msg_id": 5}
+            stateless = await fetch(c, address, config={"max_wait_ms": 0})
+            assert ids(stateless) == [3, 5, 4, 2, 1]  # priority order, FIFO inside a level
+            assert stateless["messages"][0] == {"msg_id": 3, "payload": "job-2", "priority": "critical",
+                                                "ts": stateless["messages"][0]["ts"]}
+            got = await fetch(b, address, group_name="w", config={"num_msgs": 2, "ack_wait_ms": 1500})
+            assert ids(got) == [3, 5] and not got["messages"][0]["redelivered"]
+            assert await request(b, ACK + address, json.dumps({"group_name": "w", "msg_ids": [3, 5]}).encode()) == {
+                "error": "", "acked": 2}
+            rest = await fetch(c, address, group_name="w", config={"num_msgs": 10})
+            assert ids(rest) == [4, 2, 1]  # same group, other node: no repeat of 3 and 5
+            await request(c, ACK + address, json.dumps({"group_name": "w", "msg_id": 4}).encode())
+            # 2 and 1 were not acknowledged: nothing now, both again once the ack-wait (1.5 s) ran out
+            assert ids(await fetch(a, address, group_name="w", config={"max_wait_ms": 0})) == []
+            await asyncio.sleep(1.6)
+            again = await fetch(a, address, group_name="w", config={"max_wait_ms": 0})
+            assert ids(again) == [2, 1] and all(m["redelivered"] for m in again["messages"])
+            other = await fetch(a, address, group_name="audit", config={"max_wait_ms": 0})
+            assert ids(other) == [3, 5, 4, 2, 1]  # another group has its own offsets
+        finally:
+            for nc in (a, b, c):
+                await nc.close()
+
+    run(scenario())
+
+
+def test_two_workers_in_a_group_share_the_work_and_offsets_survive_leader_failover(cluster) -> None:
+    group = cluster(3)
+
+    async def worker(nc, address: str, seen: list[int], stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                got = await fetch(nc, address, group_name="pool", config={"num_msgs": 7, "max_wait_ms": 200})
+            except Exception:  # a failover in progress: try again
+                await asyncio.sleep(0.1)
+                continue
+            if got["messages"]:
+                seen.extend(ids(got))
+                ack = {"group_name": "pool", "msg_ids": ids(got)}
+                while (await request(nc, ACK + address, json.dumps(ack).encode(), timeout=10))["error"]:
+                    await asyncio.sleep(0.1)
+
+    async def scenario() -> None:
+        leader = group.wait_leader()
+        followers = [node for node in group.nodes if node is not leader]
+        clients = [await connect(node) for node in followers]
+        writer = await connect(leader)
+        try:
+            address = await create(clients[0], public=True, name="d3.pool")
+            await asyncio.gather(*(send(writer, address, b"m%d" % i) for i in range(150)))
+            seen: list[list[int]] = [[], []]
+            stop = asyncio.Event()
+            workers = [asyncio.ensure_future(worker(nc, address, got, stop)) for nc, got in zip(clients, seen)]
+            deadline = time.monotonic() + 20
+            while sum(map(len, seen)) < 150 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert sorted(seen[0] + seen[1]) == list(range(1, 151))
+            assert seen[0] and seen[1]
+            await writer.close()
+            leader.kill()
+            group.wait_leader()
+            for i in range(50):
+                while "msg_id" not in (reply := await request(clients[0], SEND + address, b"n%d" % i, timeout=10)):
+                    await asyncio.sleep(0.1)
+                assert reply["error"] == ""
+            deadline = time.monotonic() + 20
+            while sum(map(len, seen)) < 200 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            stop.set()
+            await asyncio.gather(*workers)
+            everything = sorted(seen[0] + seen[1])
+            assert everything == list(range(1, 201)), everything[:20]  # no repeat across the failover
+        finally:
+            for nc in clients:
+                await nc.close()
+
+    run(scenario())
+
+
+def test_long_poll_returns_within_ms_of_a_send_on_another_node(cluster) -> None:
+    group = cluster(3)
+
+    async def scenario() -> None:
+        a, b = await connect(group.nodes[0]), await connect(group.nodes[1])
+        try:
+            address = await create(a, public=True, name="d3.poll")
+            for body in ({"config": {"max_wait_ms": 5000}, "deliver": "latest"},
+                         {"group_name": "g", "deliver": "latest", "config": {"max_wait_ms": 5000}}):
+                waiting = asyncio.ensure_future(request(a, FETCH + address, json.dumps(body).encode(), timeout=10))
+                await asyncio.sleep(0.5)
+                assert not waiting.done()
+                await send(b, address, b"wake")
+                sent = time.monotonic()
+                got = await waiting
+                lag = time.monotonic() - sent
+                assert got["error"] == "" and [m["payload"] for m in got["messages"]] == ["wake"]
+                print(f"long poll ({'group' if 'group_name' in body else 'stateless'}) answered {lag * 1000:.1f} ms after the send reply")
+                assert lag < 0.1
+            started = time.monotonic()
+            empty = await fetch(a, address, deliver="latest", config={"max_wait_ms": 300})
+            assert empty["messages"] == [] and 0.29 < time.monotonic() - started < 2
+        finally:
+            await a.close()
+            await b.close()
+
+    run(scenario())
+
+
+def test_key_compaction_delay_ttl_tags_query_delete_and_bad_input(cluster) -> None:
+    group = cluster(3)
+
+    async def scenario() -> None:
+        a, b = await connect(group.nodes[0]), await connect(group.nodes[2])
+        try:
+            address = await create(a, public=True, name="d3.opts")
+            await send(a, address, b"v1", key="status")
+            await send(a, address, b"v2", key="status", tags="state,live")
+            await send(a, address, b"other", tags="live")
+            assert await send(a, address, b"later", delay="1") == {"error": "", "msg_id": -1}
+            assert await send(a, address, b"brief", ttl="1") == {"error": "", "msg_id": 4}
+            now = await fetch(b, address, config={"max_wait_ms": 0})
+            assert [m["payload"] for m in now["messages"]] == ["v2", "other", "brief"]  # v1 compacted, later held
+            by_key = await request(b, QUERY + address, json.dumps({"key": "status"}).encode())
+            assert [(m["payload"], m["key"], m["tags"]) for m in by_key["messages"]] == [("v2", "status", ["state", "live"])]
+            by_tag = await request(b, QUERY + address, json.dumps({"tags": ["live"], "limit": 1}).encode())
+            assert [m["payload"] for m in by_tag["messages"]] == ["v2"]
+            both = await request(b, QUERY + address, json.dumps({"tags": "live,state"}).encode())
+            assert [m["payload"] for m in both["messages"]] == ["v2"]
+            await asyncio.sleep(1.3)
+            after = await fetch(b, address, config={"max_wait_ms": 0})
+            assert [m["payload"] for m in after["messages"]] == ["v2", "other", "later"]  # brief expired
+            later = after["messages"][2]["msg_id"]
+            deleted = await request(b, f"$mq9.AI.MSG.DELETE.{address}.{later}")
+            assert deleted == {"error": "", "deleted": True}
+            assert "error" in (await request(b, f"$mq9.AI.MSG.DELETE.{address}.{later}")) and (
+                await request(b, f"$mq9.AI.MSG.DELETE.{address}.{later}"))["error"]
+            listing = await request(a, f"$mq9.AI.MAILBOX.LIST.{address}")
+            assert len(listing["messages"]) == 2
+            for subject, body, headers in [
+                (FETCH + address, b"{not json", None),
+                (FETCH + address, b'{"bogus": 1}', None),
+                (FETCH + address, b'{"deliver": "sometime"}', None),
+                (FETCH + address, b'{"config": {"num_msgs": 0}}', None),
+                (FETCH + "Bad..Address", b"{}", None),
+                (FETCH + "nobody.here", b"{}", None),
+                (ACK + address, b'{"group_name": "never", "msg_id": 1}', None),
+                (ACK + address, b'{"msg_id": 1}', None),
+                (SEND + address, b"x", {"mq9-priority": "bulk"}),
+                (SEND + address, b"x", {"mq9-ttl": "-1"}),
+                (SEND + "nobody.here", b"x", None),
+                (QUERY + address, b'{"limit": "ten"}', None),
+                ("$mq9.AI.MSG.PEEK." + address, b"", None),
+            ]:
+                reply = json.loads((await a.request(subject, body, timeout=5, headers=headers)).data)
+                assert isinstance(reply.get("error"), str) and reply["error"], (subject, body, reply)
+        finally:
+            await a.close()
+            await b.close()
+
+    run(scenario())
