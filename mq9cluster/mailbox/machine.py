@@ -12,7 +12,7 @@ from typing import Any
 
 import msgpack
 
-from mq9cluster.mailbox import ops, pull
+from mq9cluster.mailbox import agents, ops, pull
 from mq9cluster.mailbox.changes import Appended, Change, Created, MessageDeleted, Removed
 from mq9cluster.store import Batch, Mailbox, Message, Store
 
@@ -82,6 +82,8 @@ class MailboxMachine:
             return pull.apply_ack(batch, op)
         if kind is ops.TickOp:
             return pull.apply_tick(self.store, batch, op, changes)
+        if kind in (ops.RegisterOp, ops.UnregisterOp, ops.ReportOp):
+            return agents.apply(batch, op)
         return self._group_progress(batch, op)
 
     def _append(self, batch: Batch, op: ops.AppendOp, changes: list[Change]) -> Result:

@@ -22,6 +22,9 @@ OP_SEND = 7
 OP_TICK = 8
 OP_FETCH = 9
 OP_ACK = 10
+OP_REGISTER = 11
+OP_UNREGISTER = 12
+OP_REPORT = 13
 
 
 class CreateOp(NamedTuple):
@@ -126,13 +129,36 @@ class AckOp(NamedTuple):
     msg_ids: list[int]
 
 
+class RegisterOp(NamedTuple):
+    """Register (or replace) the agent card of ``mailbox``; ``card`` is its JSON text."""
+
+    mailbox: str
+    now_ms: int
+    card: str
+
+
+class UnregisterOp(NamedTuple):
+    """Remove the agent card of ``mailbox``."""
+
+    mailbox: str
+
+
+class ReportOp(NamedTuple):
+    """A registered agent reports its state (``report``: JSON text)."""
+
+    mailbox: str
+    now_ms: int
+    report: str
+
+
 Op = (CreateOp | AppendOp | DeleteMessageOp | ExpireOp | GroupProgressOp | ClaimOp | SendOp | TickOp
-      | FetchOp | AckOp)
+      | FetchOp | AckOp | RegisterOp | UnregisterOp | ReportOp)
 
 _CODES: dict[type, int] = {
     CreateOp: OP_CREATE, AppendOp: OP_APPEND, DeleteMessageOp: OP_DELETE_MESSAGE,
     ExpireOp: OP_EXPIRE, GroupProgressOp: OP_GROUP_PROGRESS, ClaimOp: OP_CLAIM,
     SendOp: OP_SEND, TickOp: OP_TICK, FetchOp: OP_FETCH, AckOp: OP_ACK,
+    RegisterOp: OP_REGISTER, UnregisterOp: OP_UNREGISTER, ReportOp: OP_REPORT,
 }
 _TYPES: dict[int, type] = {code: kind for kind, code in _CODES.items()}
 

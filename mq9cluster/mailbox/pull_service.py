@@ -10,17 +10,18 @@ event-loop timer ends it at ``max_wait_ms``: no thread and no polling loop per w
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from mq9cluster.mailbox import ops
+from mq9cluster.mailbox import agents, ops
 from mq9cluster.mailbox.delivery import Delivery
 from mq9cluster.mailbox.dialect3 import (
     Fetch, ack_request, fetch_request, message_view, query_request, send_options,
 )
 from mq9cluster.mailbox.pull import placement
-from mq9cluster.mailbox.subjects import MsgRequest
+from mq9cluster.mailbox.subjects import AgentRequest, MsgRequest
 from mq9cluster.store import Message
 from mq9cluster.store.reads import StoreReads
 
@@ -52,6 +53,8 @@ class PullService:
         self.delivery = delivery
         self.answer = answer
         self.spawn = spawn
+        self._embedder: agents.Embedder | None | bool = False  # False: not loaded yet
+        self._vectors: dict[str, list[float]] = {}
 
     def handle(self, request: MsgRequest, reply: bytes | None, payload: bytes, headers: bytes | None) -> None:
         """One dialect-3 publish."""
@@ -77,6 +80,53 @@ class PullService:
         else:
             self._commit(reply, ops.DeleteMessageOp(address, request.msg_id))
         return None
+
+    def handle_agent(self, request: AgentRequest, reply: bytes | None, payload: bytes) -> None:
+        """One agent-registry publish."""
+        if request.verb == "DISCOVER":
+            self.spawn(self._discover(payload, reply))
+            return
+        if request.verb == "REGISTER":
+            op: ops.Op | str = agents.register_op(payload, now_ms())
+        elif request.verb == "UNREGISTER":
+            op = agents.unregister_op(payload)
+        else:
+            op = agents.report_op(payload, now_ms())
+        if isinstance(op, str):
+            self.answer(reply, {"error": op})
+        else:
+            self._commit(reply, op)
+
+    async def _discover(self, payload: bytes, reply: bytes | None) -> None:
+        query = agents.discover_request(payload)
+        if isinstance(query, str):
+            return self.answer(reply, {"error": query})
+        try:
+            await self.barrier()
+        except Exception as exc:
+            return self.answer(reply, {"error": f"read not possible now: {exc}; retry"})
+        registered = self.store.agents()
+        texts = [agents.card_text(json.loads(record[0])) for _, record in registered]
+        body: Body = {"error": ""}
+        ranked: list[tuple[int, float | None]]
+        if query.semantic:
+            if self._embedder is False:
+                self._embedder = await asyncio.to_thread(agents.load_embedder)
+            embedder = self._embedder
+            if isinstance(embedder, bool) or embedder is None:
+                body["note"] = agents.SEMANTIC_MISSING
+                ranked = list(agents.rank_by_text(query.semantic, texts))
+            else:
+                ranked = list(await asyncio.to_thread(agents.rank_by_meaning, embedder, query.semantic,
+                                                      texts, self._vectors))
+        elif query.text:
+            ranked = list(agents.rank_by_text(query.text, texts))
+        else:
+            ranked = [(i, None) for i in range(len(registered))]
+        first = (query.page - 1) * query.limit
+        body["total"] = len(ranked)
+        body["agents"] = [agents.card_view(*registered[i], score) for i, score in ranked[first:first + query.limit]]
+        return self.answer(reply, body)
 
     def _commit(self, reply: bytes | None, op: ops.Op) -> None:
         self.submit(op).add_done_callback(lambda done: self.answer(reply, self._success(self.outcome(done))))

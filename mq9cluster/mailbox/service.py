@@ -21,7 +21,7 @@ from mq9cluster.mailbox.delivery import Delivery, Subscriber
 from mq9cluster.mailbox.names import PRIORITY_NAMES, SDK_PRIORITY_NAMES, address_problem, new_private_address
 from mq9cluster.mailbox.pull_service import PullService
 from mq9cluster.mailbox.subjects import (
-    Create, DeleteMessage, Forbidden, Invalid, ListMessages, MsgRequest, PublicList, Receive, Send,
+    AgentRequest, Create, DeleteMessage, Forbidden, Invalid, ListMessages, MsgRequest, PublicList, Receive, Send,
     parse_request, parse_subscription,
 )
 from mq9cluster.store import Message
@@ -91,6 +91,8 @@ class MailboxService:
             self._read(reply, self._public_list)
         elif kind is MsgRequest:
             self.pull.handle(request, reply, payload, headers)
+        elif kind is AgentRequest:
+            self.pull.handle_agent(request, reply, payload)
         else:
             assert isinstance(request, Invalid)
             self._answer(reply, {"error": request.error})

@@ -24,6 +24,8 @@ SDK_LIST = "$mq9.AI.MAILBOX.LIST."
 SDK_DELETE = "$mq9.AI.MAILBOX.DELETE."
 MSG = "$mq9.AI.MSG."
 MSG_VERBS = ("SEND", "FETCH", "ACK", "QUERY", "DELETE")
+AGENT = "$mq9.AI.AGENT."
+AGENT_VERBS = ("REGISTER", "UNREGISTER", "REPORT", "DISCOVER")
 ALL_LEVELS = frozenset(int(p) for p in Priority)
 
 
@@ -76,7 +78,14 @@ class MsgRequest:
     msg_id: int = 0
 
 
-Request = Create | Send | ListMessages | DeleteMessage | PublicList | MsgRequest | Invalid
+@dataclass(frozen=True, slots=True)
+class AgentRequest:
+    """Dialect 3: an agent registry operation (REGISTER, UNREGISTER, REPORT, DISCOVER)."""
+
+    verb: str
+
+
+Request = Create | Send | ListMessages | DeleteMessage | PublicList | MsgRequest | AgentRequest | Invalid
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +151,11 @@ def parse_request(subject: str) -> Request:
             return Invalid(f"invalid msg_id {raw_id!r}")
         problem = address_problem(address)
         return Invalid(problem) if problem else DeleteMessage(address, int(raw_id))
+    if subject.startswith(AGENT):
+        verb = subject[len(AGENT):]
+        if verb not in AGENT_VERBS:
+            return Invalid(f"unknown agent operation {verb!r}: use one of {', '.join(AGENT_VERBS)}")
+        return AgentRequest(verb)
     if subject.startswith(MSG):
         return _msg_request(subject[len(MSG):])
     if subject.startswith(MAILBOX):

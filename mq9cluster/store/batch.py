@@ -68,6 +68,7 @@ class Batch:
         self._inflight: dict[tuple[str, str, int], tuple[int, int] | None] = {}
         self._delayed_seq = 0
         self._raw_gone: set[bytes] = set()
+        self._agents: dict[str, list | None] = {}
 
     # reads that see this batch's own mutations
 
@@ -294,6 +295,25 @@ class Batch:
         tag = self._existing(address).tag
         self._inflight[(address, group, msg_id)] = None
         self._writable().delete(keys.inflight_key(tag, group, msg_id))
+
+    # the agent registry
+
+    def get_agent(self, mailbox: str) -> list | None:
+        """An agent's registry record as of this batch, or None."""
+        if mailbox in self._agents:
+            return self._agents[mailbox]
+        raw = self._db.get(keys.agent_key(keys.tagged(mailbox)))
+        return None if raw is None else cast(list, codecs.decode_record(raw))
+
+    def put_agent(self, mailbox: str, record: list) -> None:
+        """Register or update an agent card."""
+        self._agents[mailbox] = record
+        self._writable().put(keys.agent_key(keys.tagged(mailbox)), codecs.encode_record(record))
+
+    def delete_agent(self, mailbox: str) -> None:
+        """Remove an agent card."""
+        self._agents[mailbox] = None
+        self._writable().delete(keys.agent_key(keys.tagged(mailbox)))
 
     def put_dedup(self, proposal_id: bytes, result: bytes) -> None:
         """Record the result of a proposal, at this batch's Raft index (see Store dedup_window)."""

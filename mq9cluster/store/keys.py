@@ -31,12 +31,13 @@ DELAYED = b"\x0b"
 PULL_GROUP = b"\x0c"
 INFLIGHT = b"\x0d"
 MSG_EXPIRY = b"\x0e"
+AGENT = b"\x0f"
 
 PREFIX_NAMES = {
     META: "meta", MAILBOX: "mailbox", RETIRED: "retired", MESSAGE: "message", GROUP: "group",
     PUBLIC: "public", EXPIRY: "expiry", DEDUP: "dedup", DEDUP_ORDER: "dedup_order",
     MSG_META: "msg_meta", MSG_KEY: "msg_key", DELAYED: "delayed", PULL_GROUP: "pull_group",
-    INFLIGHT: "inflight", MSG_EXPIRY: "msg_expiry",
+    INFLIGHT: "inflight", MSG_EXPIRY: "msg_expiry", AGENT: "agent",
 }
 
 FORMAT_KEY = META + b"format_version"
@@ -218,3 +219,8 @@ def msg_expiry_key(expires_at: int, tag: bytes, msg_id: int) -> bytes:
 def parse_msg_expiry_key(key: bytes) -> tuple[int, str, int]:
     """(expires_at, address, msg_id) of a message expiry key."""
     return int.from_bytes(key[1:9], "big"), address_of(key[9:-8]), int.from_bytes(key[-8:], "big")
+
+
+def agent_key(tag: bytes) -> bytes:
+    """AGENT tag(card mailbox) -> [card JSON, registered_at, updated_at, report JSON, reported_at]."""
+    return AGENT + tag

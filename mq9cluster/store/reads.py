@@ -256,6 +256,15 @@ class StoreReads:
                     break
         return soonest
 
+    def agents(self) -> list[tuple[str, list]]:
+        """(mailbox, record) of every registered agent, in mailbox order."""
+        found = []
+        with self._reading() as db:
+            bounded = _BoundedIter(db, keys.end_of(keys.AGENT))
+            for key, value in _walk(bounded, [(keys.AGENT, keys.end_of(keys.AGENT))]):
+                found.append((keys.address_of(key[1:]), cast(list, codecs.decode_record(value))))
+        return found
+
     def key_counts(self) -> dict[str, int]:
         """Number of keys per prefix name: a full scan, for tests and diagnostics only."""
         counts: dict[str, int] = {}

@@ -197,3 +197,54 @@ def test_key_compaction_delay_ttl_tags_query_delete_and_bad_input(cluster) -> No
             await b.close()
 
     run(scenario())
+
+
+def test_agent_registry_of_1000_cards_discovered_by_text_on_another_node(cluster) -> None:
+    group = cluster(3)
+    skills = ["translation", "invoice", "weather", "calendar", "search", "summarize", "code", "travel"]
+
+    async def scenario() -> None:
+        a, b = await connect(group.nodes[0]), await connect(group.nodes[1])
+        try:
+            cards = [{"mailbox": f"agent.{i}", "name": f"{skills[i % 8]} agent {i}",
+                      "description": f"handles {skills[i % 8]} requests", "skills": [skills[(i + 3) % 8]]}
+                     for i in range(1000)]
+            replies = await asyncio.gather(*(request(a, "$mq9.AI.AGENT.REGISTER", json.dumps(card).encode(), timeout=30)
+                                             for card in cards))
+            assert all(r == {"error": "", "mailbox": c["mailbox"], "is_new": True} for r, c in zip(replies, cards))
+            special = {"mailbox": "agent.fx", "name": "currency exchange",
+                       "description": "converts euros to dollars at live rates"}
+            await request(a, "$mq9.AI.AGENT.REGISTER", json.dumps(special).encode())
+            started = time.monotonic()
+            found = await request(b, "$mq9.AI.AGENT.DISCOVER", json.dumps({"text": "euros dollars"}).encode())
+            print(f"DISCOVER over 1001 cards: {(time.monotonic() - started) * 1000:.0f} ms")
+            assert found["error"] == "" and found["total"] == 1 and found["agents"][0]["mailbox"] == "agent.fx"
+            weather = await request(b, "$mq9.AI.AGENT.DISCOVER",
+                                    json.dumps({"text": "weather", "limit": 50, "page": 2}).encode())
+            assert weather["total"] == 250 and len(weather["agents"]) == 50  # 125 by name, 125 by skill
+            top = await request(b, "$mq9.AI.AGENT.DISCOVER", json.dumps({"text": "weather", "limit": 1}).encode())
+            assert top["agents"][0]["card"]["name"].startswith("weather")  # the name weighs more
+            assert await request(b, "$mq9.AI.AGENT.REPORT", json.dumps({"mailbox": "agent.fx", "load": 0.5}).encode()) == {
+                "error": "", "mailbox": "agent.fx"}
+            again = await request(a, "$mq9.AI.AGENT.DISCOVER", json.dumps({"text": "currency"}).encode())
+            assert again["agents"][0]["report"] == {"load": 0.5}
+            meaning = await request(a, "$mq9.AI.AGENT.DISCOVER", json.dumps({"semantic": "swap euros for dollars"}).encode())
+            assert meaning["error"] == "" and meaning["agents"][0]["mailbox"] == "agent.fx"
+            assert "note" not in meaning or "ranked by keywords" in meaning["note"]  # without the extra
+            assert await request(a, "$mq9.AI.AGENT.UNREGISTER", b'{"mailbox": "agent.fx"}') == {"error": "", "mailbox": "agent.fx"}
+            gone = await request(b, "$mq9.AI.AGENT.DISCOVER", json.dumps({"text": "euros"}).encode())
+            assert gone["total"] == 0
+            for subject, body in [("$mq9.AI.AGENT.REGISTER", b'{"name": "no mailbox"}'),
+                                  ("$mq9.AI.AGENT.REGISTER", b"[1]"),
+                                  ("$mq9.AI.AGENT.UNREGISTER", b'{"mailbox": "agent.fx"}'),
+                                  ("$mq9.AI.AGENT.REPORT", b'{"mailbox": "nobody"}'),
+                                  ("$mq9.AI.AGENT.DISCOVER", b'{"limit": 0}'),
+                                  ("$mq9.AI.AGENT.DISCOVER", b'{"query": "x"}'),
+                                  ("$mq9.AI.AGENT.LIST", b"")]:
+                reply = await request(a, subject, body)
+                assert reply["error"], (subject, body, reply)
+        finally:
+            await a.close()
+            await b.close()
+
+    run(scenario())
