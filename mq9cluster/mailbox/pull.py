@@ -12,6 +12,7 @@ priority first, and re-stamps their deadline: delivery to a group is at least on
 
 from __future__ import annotations
 
+from itertools import islice
 from typing import Any
 
 from mq9cluster.mailbox import ops
@@ -117,16 +118,18 @@ def apply_fetch(store: Store, batch: Batch, op: ops.FetchOp) -> Result:
     again = _due_again(store, batch, op)
     scanned: list[tuple[int, int, bool]] = []  # (priority, msg_id, deliverable) in scan order
     fresh = 0
-    if op.limit > 0:
-        for message in store.iter_messages(op.address, None, after=cursor):
-            ok = not batch.message_gone(op.address, message.msg_id) and message.ts_ms >= state["from_ts"]
-            if ok:
-                meta = store.get_message_meta(op.address, [message.msg_id]).get(message.msg_id)
-                ok = meta is None or not 0 < meta[2] <= op.now_ms
+    messages = iter(store.iter_messages(op.address, None, after=cursor))
+    while fresh < op.limit:  # chunks of what is still wanted: one multi-get of options per chunk
+        chunk = list(islice(messages, op.limit - fresh))
+        if not chunk:
+            break
+        meta = store.get_message_meta(op.address, [m.msg_id for m in chunk])
+        for message in chunk:
+            expires_at = meta[message.msg_id][2] if message.msg_id in meta else 0
+            ok = (not batch.message_gone(op.address, message.msg_id) and message.ts_ms >= state["from_ts"]
+                  and not 0 < expires_at <= op.now_ms)
             scanned.append((message.priority, message.msg_id, ok))
             fresh += ok
-            if fresh >= op.limit:
-                break
     pool = sorted([(p, i, True) for p, i in again] + [(p, i, False) for p, i, ok in scanned if ok],
                   key=lambda e: (-e[0], e[1]))[:op.limit]
     taken_new = sum(1 for e in pool if not e[2])
