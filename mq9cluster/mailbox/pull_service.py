@@ -162,10 +162,12 @@ class PullService:
                 remaining = deadline - loop.time()
                 if body["error"] or body["messages"] or remaining <= 0:
                     break
+                redelivery = self._next_redelivery(address, fetch.group)
                 try:
-                    await asyncio.wait_for(asyncio.shield(waiter), remaining)
+                    await asyncio.wait_for(asyncio.shield(waiter), min(remaining, redelivery))
                 except TimeoutError:
-                    break  # nothing arrived: reply with the empty list
+                    if loop.time() >= deadline:
+                        break  # nothing arrived: reply with the empty list
             except Exception as exc:  # no leader, commit failed: the client retries
                 body = {"error": f"fetch not possible now: {exc}; retry"}
                 break
@@ -184,6 +186,13 @@ class PullService:
         meta = self.store.get_message_meta(address, sorted(found))
         return {"error": "", "messages": [message_view(found[i], meta.get(i), bool(again))
                                           for _, i, again in handed if i in found]}
+
+    def _next_redelivery(self, address: str, group: str) -> float:
+        """Seconds until the group's first in-flight message is due again (inf: none, or no group)."""
+        if not group:
+            return float("inf")
+        deadlines = [deadline for _, _, deadline in self.store.inflight(address, group)]
+        return max((min(deadlines) - now_ms()) / 1000, 0.001) if deadlines else float("inf")
 
     def _read(self, address: str, placed: tuple[dict[int, int], int], limit: int) -> list[Body]:
         cursor, from_ts = placed

@@ -54,6 +54,11 @@ def test_send_in_dialect_1_fetch_and_ack_in_dialect_3_on_other_nodes_with_redeli
             await asyncio.sleep(1.6)
             again = await fetch(a, address, group_name="w", config={"max_wait_ms": 0})
             assert ids(again) == [2, 1] and all(m["redelivered"] for m in again["messages"])
+            assert ids(await fetch(a, address, group_name="w", config={"num_msgs": 1})) == []  # 2 and 1 in flight again
+            waiting = fetch(b, address, group_name="w", config={"max_wait_ms": 5000})
+            started = time.monotonic()
+            assert ids(await waiting) == [2, 1]  # a long poll wakes at the ack-wait deadline
+            assert 0.7 < time.monotonic() - started < 1.6  # ack-wait 1.5 s from the fetch before the last
             other = await fetch(a, address, group_name="audit", config={"max_wait_ms": 0})
             assert ids(other) == [3, 5, 4, 2, 1]  # another group has its own offsets
         finally:
