@@ -38,8 +38,8 @@ import nats
 import nats.errors
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from cluster import CLUSTERS, LABELS, SYSTEMS, Cluster, ignore
-from core_pubsub import _run_loop, report_failure, versions
+from cluster import LABELS, SYSTEMS, Cluster, alternate, ignore
+from core_pubsub import versions
 from mailbox import BenchError, conclude, filesystem, fsync_rate, send
 
 GROUP = "bench"
@@ -174,24 +174,12 @@ def main() -> int:
     problems: list[str] = []
     workdir = Path(tempfile.mkdtemp(prefix="mq9-bench-fetch-"))
     print(f"data: {workdir} on {filesystem(workdir)}; disk {fsync_rate(workdir):,.0f} fsyncs/s")
-    cluster: Cluster | None = None
     try:
-        for run in range(args.runs):
-            for name in (SYSTEMS if run % 2 == 0 else SYSTEMS[::-1]):
-                cluster = CLUSTERS[name](workdir / f"run{run + 1}-{name}")
-                cluster.start()
-                figures, found = _run_loop(bench_fetch(cluster, run, args))
-                if cluster.death():
-                    raise BenchError(cluster.death())
-                cluster.stop()
-                results[name].append(figures)
-                problems.extend(found)
-    except (RuntimeError, OSError, asyncio.TimeoutError, nats.errors.Error) as exc:
-        return report_failure(cluster.unkilled() if cluster else {}, exc)
+        failed = alternate(args.runs, workdir, lambda cluster, run: bench_fetch(cluster, run, args), results, problems)
     finally:
-        if cluster is not None:
-            cluster.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+    if failed:
+        return failed
     print(f"\nmedians over {args.runs} run(s), fetch+ack msg/s; ratio = mq9cluster R3 / JetStream R3")
     for workers in args.workers:
         mq9, js = (statistics.median(r[f"w{workers}"] for r in results[name]) for name in SYSTEMS)

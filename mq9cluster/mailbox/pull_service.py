@@ -27,9 +27,11 @@ from mq9cluster.store.reads import StoreReads
 
 Body = dict[str, Any]
 TICK_LIMIT = 1000  # delayed releases and TTL removals per tick op
+VECTORS_MAX = 100_000  # card vectors kept for semantic DISCOVER (cleared when over)
 
 
 def now_ms() -> int:
+    """The proposer's clock (unix ms): stamped into ops, never read at apply."""
     return int(time.time() * 1000)
 
 
@@ -97,14 +99,21 @@ class PullService:
         else:
             self._commit(reply, op)
 
+    async def _fresh(self, reply: bytes | None) -> bool:
+        """Wait for the read barrier; on failure answer the retryable error and return False."""
+        try:
+            await self.barrier()
+        except Exception as exc:
+            self.answer(reply, {"error": f"read not possible now: {exc}; retry"})
+            return False
+        return True
+
     async def _discover(self, payload: bytes, reply: bytes | None) -> None:
         query = agents.discover_request(payload)
         if isinstance(query, str):
             return self.answer(reply, {"error": query})
-        try:
-            await self.barrier()
-        except Exception as exc:
-            return self.answer(reply, {"error": f"read not possible now: {exc}; retry"})
+        if not await self._fresh(reply):
+            return None
         registered = self.store.agents()
         texts = [agents.card_text(json.loads(record[0])) for _, record in registered]
         body: Body = {"error": ""}
@@ -117,6 +126,8 @@ class PullService:
                 body["note"] = agents.SEMANTIC_MISSING
                 ranked = list(agents.rank_by_text(query.semantic, texts))
             else:
+                if len(self._vectors) > VECTORS_MAX:
+                    self._vectors.clear()
                 ranked = list(await asyncio.to_thread(agents.rank_by_meaning, embedder, query.semantic,
                                                       texts, self._vectors))
         elif query.text:
@@ -214,10 +225,8 @@ class PullService:
         query = query_request(payload)
         if isinstance(query, str):
             return self.answer(reply, {"error": query})
-        try:
-            await self.barrier()
-        except Exception as exc:
-            return self.answer(reply, {"error": f"read not possible now: {exc}; retry"})
+        if not await self._fresh(reply):
+            return None
         if self.store.get_mailbox(address) is None:
             return self.answer(reply, {"error": f"mailbox {address} does not exist"})
         candidates: list[Message] | Any

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -19,7 +18,7 @@ from mq9cluster.errors import PermissionDenied
 from mq9cluster.mailbox import ops
 from mq9cluster.mailbox.delivery import Delivery, Subscriber
 from mq9cluster.mailbox.names import PRIORITY_NAMES, SDK_PRIORITY_NAMES, address_problem, new_private_address
-from mq9cluster.mailbox.pull_service import PullService
+from mq9cluster.mailbox.pull_service import PullService, now_ms
 from mq9cluster.mailbox.subjects import (
     AgentRequest, Create, DeleteMessage, Forbidden, Invalid, ListMessages, MsgRequest, PublicList, Receive, Send,
     parse_request, parse_subscription,
@@ -37,10 +36,6 @@ class Committer(Protocol):
     """Group commit: one op in, its apply result out (a dict), after commit."""
 
     def submit(self, op: bytes) -> asyncio.Future: ...
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class MailboxService:
