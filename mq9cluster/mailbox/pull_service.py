@@ -55,7 +55,7 @@ class PullService:
         self.delivery = delivery
         self.answer = answer
         self.spawn = spawn
-        self._embedder: agents.Embedder | None | bool = False  # False: not loaded yet
+        self._embedder: asyncio.Future | None = None  # loads the model once, at the first semantic request
         self._vectors: dict[str, list[float]] = {}
 
     def handle(self, request: MsgRequest, reply: bytes | None, payload: bytes, headers: bytes | None) -> None:
@@ -119,10 +119,10 @@ class PullService:
         body: Body = {"error": ""}
         ranked: list[tuple[int, float | None]]
         if query.semantic:
-            if self._embedder is False:
-                self._embedder = await asyncio.to_thread(agents.load_embedder)
-            embedder = self._embedder
-            if isinstance(embedder, bool) or embedder is None:
+            if self._embedder is None:
+                self._embedder = asyncio.ensure_future(asyncio.to_thread(agents.load_embedder))
+            embedder = await asyncio.shield(self._embedder)
+            if embedder is None:
                 body["note"] = agents.SEMANTIC_MISSING
                 ranked = list(agents.rank_by_text(query.semantic, texts))
             else:

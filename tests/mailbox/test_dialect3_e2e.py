@@ -172,6 +172,11 @@ def test_key_compaction_delay_ttl_tags_query_delete_and_bad_input(cluster) -> No
             assert [m["payload"] for m in by_tag["messages"]] == ["v2"]
             both = await request(b, QUERY + address, json.dumps({"tags": "live,state"}).encode())
             assert [m["payload"] for m in both["messages"]] == ["v2"]
+            v2_ts = by_key["messages"][0]["ts"]
+            since = await request(b, QUERY + address, json.dumps({"since": v2_ts, "tags": ["live"]}).encode())
+            assert "v2" in [m["payload"] for m in since["messages"]]
+            future = await request(b, QUERY + address, json.dumps({"since": v2_ts + 3_600_000}).encode())
+            assert future == {"error": "", "messages": []}
             await asyncio.sleep(1.3)
             after = await fetch(b, address, config={"max_wait_ms": 0})
             assert [m["payload"] for m in after["messages"]] == ["v2", "other", "later"]  # brief expired
