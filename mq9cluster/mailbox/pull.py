@@ -5,7 +5,9 @@ time decision compares against the ``now_ms`` the proposer stamped into the op; 
 store as committed before the entry, overlaid with what the entry itself already changed.
 
 A pull group has a per-priority cursor (the last msg_id handed to it at each level) and an
-in-flight entry per message handed out and not acknowledged, with its ack-wait deadline. A fetch
+in-flight entry per message handed out and not acknowledged, with its ack-wait deadline; its
+state also keeps ``next_due``, a lower bound of those deadlines (an ACK does not raise it), so a
+fetch scans the in-flight set only once something may be due. A fetch
 offers the in-flight messages whose deadline passed first in line with new ones, highest
 priority first, and re-stamps their deadline: delivery to a group is at least once.
 """
@@ -90,17 +92,19 @@ def _alive(store: Store, batch: Batch, address: str, ids: list[tuple[int, int]],
     return {i for i in present if not (i in meta and 0 < meta[i][2] <= now_ms)}
 
 
-def _due_again(store: Store, batch: Batch, op: ops.FetchOp) -> list[tuple[int, int]]:
-    """(priority, msg_id) of in-flight messages whose ack-wait ran out, dropping vanished ones."""
+def _due_again(store: Store, batch: Batch, op: ops.FetchOp) -> tuple[list[tuple[int, int]], int]:
+    """(priority, msg_id) of in-flight messages whose ack-wait ran out (vanished ones are dropped),
+    and the earliest deadline of the others (0: none)."""
     touched = batch.touched_inflight(op.address, op.group)
-    due = [(p, i) for i, p, deadline in store.inflight(op.address, op.group)
-           if i not in touched and deadline <= op.now_ms]
-    due += [(entry[0], i) for i, entry in touched.items() if entry is not None and entry[1] <= op.now_ms]
+    entries = [(i, p, deadline) for i, p, deadline in store.inflight(op.address, op.group) if i not in touched]
+    entries += [(i, entry[0], entry[1]) for i, entry in touched.items() if entry is not None]
+    due = [(p, i) for i, p, deadline in entries if deadline <= op.now_ms]
+    later = min((deadline for _, _, deadline in entries if deadline > op.now_ms), default=0)
     alive = _alive(store, batch, op.address, due, op.now_ms)
     for _, msg_id in due:
         if msg_id not in alive:
             batch.drop_inflight(op.address, op.group, msg_id)
-    return [(p, i) for p, i in due if i in alive]
+    return [(p, i) for p, i in due if i in alive], later
 
 
 def apply_fetch(store: Store, batch: Batch, op: ops.FetchOp) -> Result:
@@ -115,7 +119,11 @@ def apply_fetch(store: Store, batch: Batch, op: ops.FetchOp) -> Result:
     if op.ack_wait_ms > 0:
         state["ack_wait"] = op.ack_wait_ms
     cursor = dict(state["cursor"])
-    again = _due_again(store, batch, op)
+    next_due = state.get("next_due", 0)  # no in-flight deadline is earlier (0: unknown, look)
+    if next_due and op.now_ms < next_due:
+        again: list[tuple[int, int]] = []
+    else:
+        again, next_due = _due_again(store, batch, op)
     scanned: list[tuple[int, int, bool]] = []  # (priority, msg_id, deliverable) in scan order
     fresh = 0
     messages = iter(store.iter_messages(op.address, None, after=cursor))
@@ -138,9 +146,12 @@ def apply_fetch(store: Store, batch: Batch, op: ops.FetchOp) -> Result:
             break
         cursor[priority] = max(cursor.get(priority, 0), msg_id)
         taken_new -= ok
+    deadline = op.now_ms + state["ack_wait"]
     for priority, msg_id, _ in pool:
-        batch.put_inflight(op.address, op.group, msg_id, priority, op.now_ms + state["ack_wait"])
-    state["cursor"] = cursor
+        batch.put_inflight(op.address, op.group, msg_id, priority, deadline)
+    if pool:
+        next_due = min(next_due, deadline) if next_due else deadline
+    state["cursor"], state["next_due"] = cursor, next_due
     batch.put_pull_group(op.address, op.group, state)
     return {"messages": [[p, i, int(again_)] for p, i, again_ in pool]}
 

@@ -13,6 +13,7 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
+from itertools import islice
 from typing import Any
 
 from mq9cluster.mailbox import agents, ops
@@ -209,14 +210,14 @@ class PullService:
         cursor, from_ts = placed
         now = now_ms()
         views: list[Body] = []
-        for message in self.store.iter_messages(address, None, after=cursor):
-            if message.ts_ms < from_ts:
-                continue
-            meta = self.store.get_message_meta(address, [message.msg_id]).get(message.msg_id)
-            if meta is None or not 0 < meta[2] <= now:
-                views.append(message_view(message, meta))
-                if len(views) >= limit:
-                    break
+        messages = iter(self.store.iter_messages(address, None, after=cursor))
+        while len(views) < limit:  # chunks of what is still wanted: one multi-get of options per chunk
+            chunk = list(islice(messages, limit - len(views)))
+            if not chunk:
+                break
+            meta = self.store.get_message_meta(address, [m.msg_id for m in chunk])
+            views += [message_view(m, meta.get(m.msg_id)) for m in chunk
+                      if m.ts_ms >= from_ts and not 0 < meta.get(m.msg_id, ("", [], 0))[2] <= now]
         return views
 
     # -- QUERY -------------------------------------------------------------------------------

@@ -118,3 +118,15 @@ def test_ack_for_an_unknown_group_or_mailbox_is_an_error_result(machine):
     assert "error" in log(ops.AckOp("box", "nobody", [1]))[0]
     assert "error" in log(ops.AckOp("ghost", "g", [1]))[0]
     assert "error" in log(ops.FetchOp("ghost", "g", T0, 1, "earliest", 0, False, 0))[0]
+
+
+def test_a_message_fetched_after_an_acked_one_still_comes_back_on_time(machine):
+    m, _ = machine
+    log = Log(m)
+    log(send(b"one"))
+    assert ids(log(fetch(ack_wait_ms=1000))[0]) == [1]
+    log(ops.AckOp("box", "g", [1]), send(b"two"))
+    assert ids(log(fetch(now=T0 + 500))[0]) == [2]  # due at T0 + 1500
+    assert ids(log(fetch(now=T0 + 1000))[0]) == []  # the earliest deadline seen (T0 + 1000) passed: looks, none due
+    assert ids(log(fetch(now=T0 + 1499))[0]) == []
+    assert log(fetch(now=T0 + 1500))[0]["messages"] == [[1, 2, 1]]
