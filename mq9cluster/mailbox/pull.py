@@ -65,7 +65,7 @@ def apply_send(batch: Batch, op: ops.SendOp, changes: list[Change]) -> Result:
         return _missing(op.address)
     if op.delay_ms > 0:
         batch.put_delayed(op.now_ms + op.delay_ms, op.address,
-                          [op.priority, op.payload, op.headers, op.key, op.tags, op.ttl_ms])
+                          [op.priority, op.payload, op.headers, op.key, op.tags, op.ttl_ms, op.now_ms])
         return {"msg_id": -1}
     return {"msg_id": store_message(batch, changes, op.address, op.priority, op.now_ms, op.payload,
                                     op.headers, op.key, op.tags, op.ttl_ms)}
@@ -74,8 +74,10 @@ def apply_send(batch: Batch, op: ops.SendOp, changes: list[Change]) -> Result:
 def apply_tick(store: Store, batch: Batch, op: ops.TickOp, changes: list[Change]) -> Result:
     released = removed = 0
     for key, address, record in store.due_delayed(op.now_ms, op.limit):
-        if batch.delete_raw(key) and _live(batch, address, op.now_ms):
-            priority, payload, headers, msg_key, tags, ttl_ms = record
+        mailbox = batch.get_mailbox(address) if batch.delete_raw(key) else None
+        # a mailbox deleted and created again since the send is another mailbox: drop the message
+        if mailbox is not None and not 0 < mailbox.expires_at <= op.now_ms and mailbox.created_at <= record[6]:
+            priority, payload, headers, msg_key, tags, ttl_ms, _ = record
             store_message(batch, changes, address, priority, op.now_ms, payload, headers, msg_key, tags, ttl_ms)
             released += 1
     for key, address, msg_id in store.due_message_expiries(op.now_ms, op.limit):

@@ -130,3 +130,17 @@ def test_a_message_fetched_after_an_acked_one_still_comes_back_on_time(machine):
     assert ids(log(fetch(now=T0 + 1000))[0]) == []  # the earliest deadline seen (T0 + 1000) passed: looks, none due
     assert ids(log(fetch(now=T0 + 1499))[0]) == []
     assert log(fetch(now=T0 + 1500))[0]["messages"] == [[1, 2, 1]]
+
+
+def test_a_delayed_message_is_not_released_into_a_mailbox_created_again_after_it_was_sent(machine):
+    m, _ = machine
+    log = Log(m)
+    log(ops.CreateOp("svc.jobs", T0, 0, True, ""))
+    log(ops.SendOp("svc.jobs", 1, T0 + 10, b"old", None, "", [], 0, 1000))
+    log.index += 1
+    batch = m.store.batch(log.index)  # deleted (as a mailbox TTL would), then created again
+    batch.delete_mailbox("svc.jobs")
+    batch.commit()
+    log(ops.CreateOp("svc.jobs", T0 + 500, 0, True, ""))
+    assert log(ops.TickOp(T0 + 1010, 100)) == [{"released": 0, "expired": 0}]
+    assert list(m.store.iter_messages("svc.jobs")) == []
