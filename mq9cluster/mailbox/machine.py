@@ -8,43 +8,17 @@ changed is handed to ``on_changes`` (the delivery side, which moves it to the ev
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import msgpack
 
-from mq9cluster.mailbox import ops
+from mq9cluster.mailbox import agents, ops, pull
+from mq9cluster.mailbox.changes import Appended, Change, Created, MessageDeleted, Removed
 from mq9cluster.store import Batch, Mailbox, Message, Store
 
+__all__ = ["Appended", "Change", "Created", "MailboxMachine", "MessageDeleted", "Removed"]
+
 Result = dict[str, Any]
-
-
-class Appended(NamedTuple):
-    """A message was stored."""
-
-    message: Message
-
-
-class Created(NamedTuple):
-    """A mailbox came into existence."""
-
-    mailbox: Mailbox
-
-
-class Removed(NamedTuple):
-    """A mailbox and its messages are gone (``reason``: expired or deleted)."""
-
-    mailbox: Mailbox
-    reason: str
-
-
-class MessageDeleted(NamedTuple):
-    """One message was deleted."""
-
-    address: str
-    msg_id: int
-
-
-Change = Appended | Created | Removed | MessageDeleted
 
 
 def expired(mailbox: Mailbox, now_ms: int) -> bool:
@@ -100,6 +74,16 @@ class MailboxMachine:
             return self._expire(batch, op, changes)
         if kind is ops.ClaimOp:
             return self._claim(batch, op)
+        if kind is ops.SendOp:
+            return pull.apply_send(batch, op, changes)
+        if kind is ops.FetchOp:
+            return pull.apply_fetch(self.store, batch, op)
+        if kind is ops.AckOp:
+            return pull.apply_ack(batch, op)
+        if kind is ops.TickOp:
+            return pull.apply_tick(self.store, batch, op, changes)
+        if kind in (ops.RegisterOp, ops.UnregisterOp, ops.ReportOp):
+            return agents.apply(batch, op)
         return self._group_progress(batch, op)
 
     def _append(self, batch: Batch, op: ops.AppendOp, changes: list[Change]) -> Result:
