@@ -11,7 +11,7 @@ PORT ?= 4222
 HTTP_PORT ?= 8222
 DATA_DIR ?= ./data
 
-.PHONY: install run test test-deps bench bench-mailbox bench-cluster fuzz clean
+.PHONY: install run test test-deps bench bench-mailbox bench-cluster bench-fetch fuzz clean
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing mq9cluster with its test extras"
@@ -38,6 +38,9 @@ bench-mailbox: install test-deps
 
 bench-cluster: install test-deps
 	$(PY) bench/cluster.py
+
+bench-fetch: install test-deps
+	$(PY) bench/fetch.py
 
 # The long fuzz run (CI runs tests/fuzz/test_fuzz.py, a short bounded budget, with `make test`).
 FUZZ_RUNS ?= 1000000

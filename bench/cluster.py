@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -402,6 +403,33 @@ async def bench_cluster(cluster: Cluster, run: int, args: argparse.Namespace) ->
     return figures, problems
 
 
+def alternate(runs: int, workdir: Path, bench: Callable[[Cluster, int], Awaitable[tuple[dict[str, float], list[str]]]],
+              results: dict[str, list[dict[str, float]]], problems: list[str],
+              before_run: Callable[[int], None] = lambda run: None) -> int:
+    """`runs` rounds; each starts a fresh cluster of each system in turn (the order alternating),
+    runs `bench` on it and stops it, adding to `results` and `problems`. Returns 0, or the exit
+    code of a server that failed to start or died unasked (its log reported)."""
+    cluster: Cluster | None = None
+    try:
+        for run in range(runs):
+            before_run(run)
+            for name in (SYSTEMS if run % 2 == 0 else SYSTEMS[::-1]):
+                cluster = CLUSTERS[name](workdir / f"run{run + 1}-{name}")
+                cluster.start()
+                figures, found = _run_loop(bench(cluster, run))
+                if cluster.death():
+                    raise BenchError(cluster.death())
+                cluster.stop()
+                results[name].append(figures)
+                problems.extend(found)
+    except (RuntimeError, OSError, asyncio.TimeoutError, nats.errors.Error) as exc:
+        return report_failure(cluster.unkilled() if cluster else {}, exc)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+    return 0
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -471,28 +499,20 @@ def main() -> int:
     problems: list[str] = []
     workdir = Path(tempfile.mkdtemp(prefix="mq9-bench-cluster-"))
     print(f"data: {workdir} on {filesystem(workdir)}; a fresh cluster per run and system in ./runN-SYSTEM")
-    cluster: Cluster | None = None
+
+    def disk(run: int) -> None:
+        fsyncs.append(fsync_rate(workdir))
+        print(f"run {run + 1}/{args.runs} disk         : {fsyncs[-1]:,.0f} fsyncs/s", flush=True)
+
     try:
-        for run in range(args.runs):
-            fsyncs.append(fsync_rate(workdir))
-            print(f"run {run + 1}/{args.runs} disk         : {fsyncs[-1]:,.0f} fsyncs/s", flush=True)
-            for name in (SYSTEMS if run % 2 == 0 else SYSTEMS[::-1]):
-                cluster = CLUSTERS[name](workdir / f"run{run + 1}-{name}")
-                cluster.start()
-                figures, found = _run_loop(bench_cluster(cluster, run, args))
-                if cluster.death():
-                    raise BenchError(cluster.death())
-                cluster.stop()
-                results[name].append(figures)
-                problems.extend(found)
-    except (RuntimeError, OSError, asyncio.TimeoutError, nats.errors.Error) as exc:
-        return report_failure(cluster.unkilled() if cluster else {}, exc)
+        failed = alternate(args.runs, workdir, lambda cluster, run: bench_cluster(cluster, run, args),
+                           results, problems, disk)
+        if failed:
+            return failed
     except KeyboardInterrupt:
         print("\ninterrupted")
         return 130
     finally:
-        if cluster is not None:
-            cluster.stop()
         if args.keep:
             print(f"kept: {workdir}")
         else:

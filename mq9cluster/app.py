@@ -25,6 +25,7 @@ from mq9cluster.server.routes import RouteLayer
 from mq9cluster.server.server import Server
 from mq9cluster.store import Store
 
+TICK_INTERVAL = 0.05  # seconds between checks for due delayed messages and ended message TTLs
 log = logging.getLogger("mq9cluster.app")
 
 
@@ -193,6 +194,7 @@ class Node:
                 await self.server.shutdown()
                 raise ConfigError(f"cannot listen on {s.cluster_addr} (routes): {exc.strerror}") from None
         self.spawn(self.mailboxes.run_expiry(s.expiry_interval))
+        self.spawn(self.mailboxes.pull.run_ticks(self._is_leader, TICK_INTERVAL))
 
     async def shutdown(self) -> None:
         """SIGTERM/SIGINT: close the routes (peers see this node go at once), then the server."""

@@ -205,3 +205,8 @@ def version() -> None:
 def config_reference() -> None:
     """Print the configuration reference (Markdown) generated from the settings model."""
     click.echo(reference_markdown(), nl=False)
+
+
+from mq9cluster.cli_mailbox import mailbox  # noqa: E402  (the human client; imports nats only when run)
+
+main.add_command(mailbox)

@@ -39,3 +39,11 @@ def cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
     yield start
     for group in started:
         group.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_cluster(tmp_path_factory) -> Iterator[Cluster]:
+    """One 3-node cluster for a whole test module, for tests that only read and write (no kills)."""
+    group = Cluster(tmp_path_factory.mktemp("shared-cluster"), 3).start()
+    yield group
+    group.stop()

@@ -154,6 +154,7 @@ class Delivery:
         self.watchers: dict[Subscriber, list[tuple[str, str, bytes]] | None] = {}
         self._tasks: set[asyncio.Task] = set()
         self._epoch = 0  # counts resyncs: a replay that began before one scans again after it
+        self.arrivals: dict[str, list[asyncio.Future]] = {}  # address -> waiting long-poll fetches
 
     # -- subscriptions -----------------------------------------------------------------------
 
@@ -201,6 +202,25 @@ class Delivery:
             if not groups:
                 del self.groups[address]
 
+    def arrival(self, address: str) -> asyncio.Future:
+        """A future resolved when the next message for ``address`` is applied on this node."""
+        future = asyncio.get_running_loop().create_future()
+        self.arrivals.setdefault(address, []).append(future)
+        return future
+
+    def forget_arrival(self, address: str, future: asyncio.Future) -> None:
+        """Drop a waiter that is done waiting."""
+        waiting = self.arrivals.get(address)
+        if waiting is not None and future in waiting:
+            waiting.remove(future)
+            if not waiting:
+                del self.arrivals[address]
+
+    def _wake(self, address: str) -> None:
+        for future in self.arrivals.pop(address, ()):
+            if not future.done():
+                future.set_result(None)
+
     def resync(self) -> None:
         """The store was replaced wholesale (a snapshot install): replay to every subscription
         again from its cursors, against the new store.
@@ -213,6 +233,8 @@ class Delivery:
         mailboxes to ``apply_changes``.
         """
         self._epoch += 1
+        for address in list(self.arrivals):
+            self._wake(address)
         for receivers in self.receivers.values():
             for receiver in receivers:
                 if receiver.held is None:
@@ -244,6 +266,8 @@ class Delivery:
                 receiver.give(message, built)
         for group in self.groups.get(message.address, {}).values():
             self._claim_soon(group)
+        if message.address in self.arrivals:
+            self._wake(message.address)
 
     @staticmethod
     def _event(event: str, mailbox: Mailbox) -> bytes:

@@ -12,39 +12,13 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from mq9cluster.mailbox import ops
+from mq9cluster.mailbox import agents, ops, pull
+from mq9cluster.mailbox.changes import Appended, Change, Created, MessageDeleted, Removed
 from mq9cluster.store import Batch, Mailbox, Message, Store
 
+__all__ = ["Appended", "Change", "Created", "MailboxMachine", "MessageDeleted", "Removed"]
+
 Result = dict[str, Any]
-
-
-class Appended(NamedTuple):
-    """A message was stored."""
-
-    message: Message
-
-
-class Created(NamedTuple):
-    """A mailbox came into existence."""
-
-    mailbox: Mailbox
-
-
-class Removed(NamedTuple):
-    """A mailbox and its messages are gone (``reason``: expired or deleted)."""
-
-    mailbox: Mailbox
-    reason: str
-
-
-class MessageDeleted(NamedTuple):
-    """One message was deleted."""
-
-    address: str
-    msg_id: int
-
-
-Change = Appended | Created | Removed | MessageDeleted
 
 
 def expired(mailbox: Mailbox, now_ms: int) -> bool:
@@ -56,24 +30,22 @@ def missing(address: str) -> Result:
     return {"error": f"mailbox {address} does not exist"}
 
 
-class Totals:
+class Totals(NamedTuple):
     """What the store holds in all: mailboxes, messages, bytes (payloads and headers).
 
     Derived from replicated state only (counted from the store at start and after a snapshot
-    install, then moved by each applied op), so every node has the same figures at the same
-    index and the limits checked against them decide alike.
+    install, then moved by each committed batch's ``delta``, which the store's Batch keeps for
+    every op kind), so every node has the same figures at the same index and the limits checked
+    against them decide alike.
     """
 
-    __slots__ = ("mailboxes", "messages", "bytes")
+    mailboxes: int = 0
+    messages: int = 0
+    bytes: int = 0
 
-    def __init__(self, mailboxes: int = 0, messages: int = 0, size: int = 0) -> None:
-        self.mailboxes, self.messages, self.bytes = mailboxes, messages, size
-
-    def gone(self, mailbox: Mailbox) -> None:
-        """A mailbox and its messages were removed."""
-        self.mailboxes -= 1
-        self.messages -= mailbox.msg_count
-        self.bytes -= mailbox.msg_bytes
+    def plus(self, delta: list[int]) -> "Totals":
+        """These totals moved by a batch's [mailboxes, messages, bytes] delta."""
+        return Totals(self.mailboxes + delta[0], self.messages + delta[1], self.bytes + delta[2])
 
 
 class MailboxMachine:
@@ -110,6 +82,7 @@ class MailboxMachine:
         if proposal_id is not None:
             batch.put_dedup(proposal_id, msgpack.packb(results, use_bin_type=True))
         batch.commit()
+        self.totals = self.totals.plus(batch.delta)
         if changes:
             self.on_changes(changes)
         return results
@@ -126,6 +99,16 @@ class MailboxMachine:
             return self._expire(batch, op, changes)
         if kind is ops.ClaimOp:
             return self._claim(batch, op)
+        if kind is ops.SendOp:
+            return pull.apply_send(batch, op, changes)
+        if kind is ops.FetchOp:
+            return pull.apply_fetch(self.store, batch, op)
+        if kind is ops.AckOp:
+            return pull.apply_ack(batch, op)
+        if kind is ops.TickOp:
+            return pull.apply_tick(self.store, batch, op, changes)
+        if kind in (ops.RegisterOp, ops.UnregisterOp, ops.ReportOp):
+            return agents.apply(batch, op)
         return self._group_progress(batch, op)
 
     def _append(self, batch: Batch, op: ops.AppendOp, changes: list[Change]) -> Result:
@@ -138,13 +121,11 @@ class MailboxMachine:
             if stored + size > op.max_bytes:
                 return {"error": f"mailbox {op.address} is full: {stored} bytes stored, "
                                  f"this message of {size} would pass the limit of {op.max_bytes}"}
-        totals = self.totals
-        if op.max_total_bytes and totals.bytes + size > op.max_total_bytes:
-            return {"error": f"storage is full: {totals.bytes} bytes stored in all mailboxes, this message "
+        stored = self.totals.bytes + batch.delta[2]
+        if op.max_total_bytes and stored + size > op.max_total_bytes:
+            return {"error": f"storage is full: {stored} bytes stored in all mailboxes, this message "
                              f"of {size} would pass the limit of {op.max_total_bytes}"}
         msg_id = batch.append_message(op.address, op.priority, op.now_ms, op.payload, op.headers)
-        totals.messages += 1
-        totals.bytes += size
         changes.append(Appended(Message(op.address, op.priority, msg_id, op.now_ms, op.payload, op.headers)))
         return {"msg_id": msg_id}
 
@@ -153,28 +134,24 @@ class MailboxMachine:
         if existing is not None and expired(existing, op.now_ms):
             batch.delete_mailbox(op.address)
             changes.append(Removed(existing, "expired"))
-            self.totals.gone(existing)
             existing = None
         if existing is not None:
             if existing.public and op.public:
                 return {"mail_address": op.address, "is_new": False}
             return {"error": f"mail address {op.address} is already taken"}
-        if op.max_mailboxes and self.totals.mailboxes >= op.max_mailboxes:
-            return {"error": f"too many mailboxes: {self.totals.mailboxes} exist, the limit is {op.max_mailboxes}"}
-        self.totals.mailboxes += 1
+        count = self.totals.mailboxes + batch.delta[0]
+        if op.max_mailboxes and count >= op.max_mailboxes:
+            return {"error": f"too many mailboxes: {count} exist, the limit is {op.max_mailboxes}"}
         expires_at = op.now_ms + op.ttl * 1000 if op.ttl else 0
         mailbox = batch.put_mailbox(Mailbox(op.address, op.now_ms, op.ttl, expires_at, op.public, op.desc))
         changes.append(Created(mailbox))
         return {"mail_address": op.address, "is_new": True}
 
     def _delete_message(self, batch: Batch, op: ops.DeleteMessageOp, changes: list[Change]) -> Result:
-        before = batch.get_mailbox(op.address)
-        if before is None:
+        if batch.get_mailbox(op.address) is None:
             return missing(op.address)
         if not batch.delete_message(op.address, op.msg_id):
             return {"error": f"message {op.msg_id} does not exist in mailbox {op.address}"}
-        self.totals.messages -= 1
-        self.totals.bytes -= before.msg_bytes - batch.get_mailbox(op.address).msg_bytes
         changes.append(MessageDeleted(op.address, op.msg_id))
         return {"deleted": True}
 
@@ -184,7 +161,6 @@ class MailboxMachine:
             return {"expired": False}
         batch.delete_mailbox(op.address)
         changes.append(Removed(mailbox, "expired"))
-        self.totals.gone(mailbox)
         return {"expired": True}
 
     def _group_progress(self, batch: Batch, op: ops.GroupProgressOp) -> Result:

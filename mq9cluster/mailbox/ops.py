@@ -18,6 +18,13 @@ OP_DELETE_MESSAGE = 3
 OP_EXPIRE = 4
 OP_GROUP_PROGRESS = 5
 OP_CLAIM = 6
+OP_SEND = 7
+OP_TICK = 8
+OP_FETCH = 9
+OP_ACK = 10
+OP_REGISTER = 11
+OP_UNREGISTER = 12
+OP_REPORT = 13
 
 
 class CreateOp(NamedTuple):
@@ -83,11 +90,84 @@ class ClaimOp(NamedTuple):
     limit: int
 
 
-Op = CreateOp | AppendOp | DeleteMessageOp | ExpireOp | GroupProgressOp | ClaimOp
+class SendOp(NamedTuple):
+    """Dialect 3: store one message with options. ``key`` replaces the last message with the same
+    key; ``delay_ms`` holds it back until ``now_ms + delay_ms``; ``ttl_ms`` ends it that long after
+    it becomes visible (0 = never)."""
+
+    address: str
+    priority: int
+    now_ms: int
+    payload: bytes
+    headers: bytes | None
+    key: str
+    tags: list[str]
+    ttl_ms: int
+    delay_ms: int
+
+
+class TickOp(NamedTuple):
+    """Release delayed messages due at ``now_ms`` and remove messages whose TTL has ended."""
+
+    now_ms: int
+    limit: int
+
+
+class FetchOp(NamedTuple):
+    """Hand a pull group its next ``limit`` messages: those whose ack-wait ran out, then new ones.
+
+    ``deliver`` (earliest|latest|from_time|from_id) with ``start`` places a group that has no
+    state yet, or any group when ``force``. ``ack_wait_ms`` > 0 sets the group's ack-wait.
+    """
+
+    address: str
+    group: str
+    now_ms: int
+    limit: int
+    deliver: str
+    start: int
+    force: bool
+    ack_wait_ms: int
+
+
+class AckOp(NamedTuple):
+    """A pull group is done with ``msg_ids``: they are never offered to it again."""
+
+    address: str
+    group: str
+    msg_ids: list[int]
+
+
+class RegisterOp(NamedTuple):
+    """Register (or replace) the agent card of ``mailbox``; ``card`` is its JSON text."""
+
+    mailbox: str
+    now_ms: int
+    card: str
+
+
+class UnregisterOp(NamedTuple):
+    """Remove the agent card of ``mailbox``."""
+
+    mailbox: str
+
+
+class ReportOp(NamedTuple):
+    """A registered agent reports its state (``report``: JSON text)."""
+
+    mailbox: str
+    now_ms: int
+    report: str
+
+
+Op = (CreateOp | AppendOp | DeleteMessageOp | ExpireOp | GroupProgressOp | ClaimOp | SendOp | TickOp
+      | FetchOp | AckOp | RegisterOp | UnregisterOp | ReportOp)
 
 _CODES: dict[type, int] = {
     CreateOp: OP_CREATE, AppendOp: OP_APPEND, DeleteMessageOp: OP_DELETE_MESSAGE,
     ExpireOp: OP_EXPIRE, GroupProgressOp: OP_GROUP_PROGRESS, ClaimOp: OP_CLAIM,
+    SendOp: OP_SEND, TickOp: OP_TICK, FetchOp: OP_FETCH, AckOp: OP_ACK,
+    RegisterOp: OP_REGISTER, UnregisterOp: OP_UNREGISTER, ReportOp: OP_REPORT,
 }
 _TYPES: dict[int, type] = {code: kind for kind, code in _CODES.items()}
 

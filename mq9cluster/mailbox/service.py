@@ -19,9 +19,10 @@ from mq9cluster.errors import PermissionDenied
 from mq9cluster.mailbox import ops
 from mq9cluster.mailbox.delivery import Delivery, Subscriber
 from mq9cluster.mailbox.names import PRIORITY_NAMES, SDK_PRIORITY_NAMES, address_problem, new_private_address
+from mq9cluster.mailbox.pull_service import PullService, now_ms
 from mq9cluster.metrics import SEND_ACK_SECONDS
 from mq9cluster.mailbox.subjects import (
-    Create, DeleteMessage, Forbidden, Invalid, ListMessages, PublicList, Receive, Send,
+    AgentRequest, Create, DeleteMessage, Forbidden, Invalid, ListMessages, MsgRequest, PublicList, Receive, Send,
     parse_request, parse_subscription,
 )
 from mq9cluster.store import Message
@@ -37,10 +38,6 @@ class Committer(Protocol):
     """Group commit: one op in, its apply result out (a dict), after commit."""
 
     def submit(self, op: bytes) -> asyncio.Future: ...
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class MailboxService:
@@ -70,6 +67,8 @@ class MailboxService:
         self.delivery = Delivery(store, barrier, self._claim, replay_window)
         self._parsed: dict[bytes, object] = {}
         self._tasks: set[asyncio.Task] = set()
+        self.pull = PullService(store, lambda op: committer.submit(ops.encode(op)), self._result, barrier,
+                                self.delivery, self._answer, self._spawn)
 
     # -- publishes ---------------------------------------------------------------------------
 
@@ -94,6 +93,10 @@ class MailboxService:
             self._read(reply, self._list_messages, request.address)
         elif kind is PublicList:
             self._read(reply, self._public_list)
+        elif kind is MsgRequest:
+            self.pull.handle(request, reply, payload, headers)
+        elif kind is AgentRequest:
+            self.pull.handle_agent(request, reply, payload)
         else:
             assert isinstance(request, Invalid)
             self._answer(reply, {"error": request.error})

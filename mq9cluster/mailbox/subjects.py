@@ -2,7 +2,9 @@
 
 Dialect 1 (primary): ``$mq9.AI.MAILBOX.CREATE``, ``$mq9.AI.MAILBOX.{addr}[.{priority}]``,
 ``$mq9.AI.PUBLIC.LIST``. Dialect 2 (the published RobustMQ SDK): ``$mq9.AI.MAILBOX.MSG.{addr}.{level}``,
-``$mq9.AI.MAILBOX.LIST.{addr}``, ``$mq9.AI.MAILBOX.DELETE.{addr}.{msg_id}``. Addresses are lower
+``$mq9.AI.MAILBOX.LIST.{addr}``, ``$mq9.AI.MAILBOX.DELETE.{addr}.{msg_id}``. Dialect 3 (pull
+consumption): ``$mq9.AI.MSG.{SEND,FETCH,ACK,QUERY}.{addr}``, ``$mq9.AI.MSG.DELETE.{addr}.{msg_id}``.
+Addresses are lower
 case, so the upper-case keywords never collide with one. Pure functions, no I/O.
 """
 
@@ -20,6 +22,10 @@ PUBLIC_LIST = "$mq9.AI.PUBLIC.LIST"
 SDK_MSG = "$mq9.AI.MAILBOX.MSG."
 SDK_LIST = "$mq9.AI.MAILBOX.LIST."
 SDK_DELETE = "$mq9.AI.MAILBOX.DELETE."
+MSG = "$mq9.AI.MSG."
+MSG_VERBS = ("SEND", "FETCH", "ACK", "QUERY", "DELETE")
+AGENT = "$mq9.AI.AGENT."
+AGENT_VERBS = ("REGISTER", "UNREGISTER", "REPORT", "DISCOVER")
 ALL_LEVELS = frozenset(int(p) for p in Priority)
 
 
@@ -63,7 +69,23 @@ class Invalid:
     error: str
 
 
-Request = Create | Send | ListMessages | DeleteMessage | PublicList | Invalid
+@dataclass(frozen=True, slots=True)
+class MsgRequest:
+    """Dialect 3: ``verb`` (SEND, FETCH, ACK, QUERY, DELETE) on ``address``; DELETE names ``msg_id``."""
+
+    verb: str
+    address: str
+    msg_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRequest:
+    """Dialect 3: an agent registry operation (REGISTER, UNREGISTER, REPORT, DISCOVER)."""
+
+    verb: str
+
+
+Request = Create | Send | ListMessages | DeleteMessage | PublicList | MsgRequest | AgentRequest | Invalid
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +115,20 @@ def _send_target(rest: str) -> Send | Invalid:
     return Invalid(problem) if problem else Send(address, priority)
 
 
+def _msg_request(rest: str) -> MsgRequest | Invalid:
+    verb, _, target = rest.partition(".")
+    if verb not in MSG_VERBS:
+        return Invalid(f"unknown mq9 operation {verb!r}: use one of {', '.join(MSG_VERBS)}")
+    msg_id = 0
+    if verb == "DELETE":
+        target, _, raw_id = target.rpartition(".")
+        if not raw_id.isdigit():
+            return Invalid(f"invalid msg_id {raw_id!r}")
+        msg_id = int(raw_id)
+    problem = address_problem(target)
+    return Invalid(problem) if problem else MsgRequest(verb, target, msg_id)
+
+
 def parse_request(subject: str) -> Request:
     """What a publish on ``subject`` (which starts with ``$mq9.AI.``) asks the broker to do."""
     if subject == CREATE:
@@ -115,6 +151,13 @@ def parse_request(subject: str) -> Request:
             return Invalid(f"invalid msg_id {raw_id!r}")
         problem = address_problem(address)
         return Invalid(problem) if problem else DeleteMessage(address, int(raw_id))
+    if subject.startswith(AGENT):
+        verb = subject[len(AGENT):]
+        if verb not in AGENT_VERBS:
+            return Invalid(f"unknown agent operation {verb!r}: use one of {', '.join(AGENT_VERBS)}")
+        return AgentRequest(verb)
+    if subject.startswith(MSG):
+        return _msg_request(subject[len(MSG):])
     if subject.startswith(MAILBOX):
         return _send_target(subject[len(MAILBOX):])
     return Invalid(f"unknown mq9 subject {subject!r}")

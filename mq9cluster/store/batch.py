@@ -63,6 +63,14 @@ class Batch:
         self._messages: dict[tuple[str, int], tuple[int, int] | None] = {}
         self._groups: dict[tuple[str, str], dict[int, int]] = {}
         self._dedup: dict[bytes, bytes] = {}
+        self._key_refs: dict[tuple[str, str], tuple[int, int]] = {}
+        self._pull: dict[tuple[str, str], dict] = {}
+        self._inflight: dict[tuple[str, str, int], tuple[int, int] | None] = {}
+        self._delayed_seq = 0
+        self._raw_gone: set[bytes] = set()
+        self._agents: dict[str, list | None] = {}
+        #: How this batch changed the store's totals so far: [mailboxes, messages, bytes].
+        self.delta = [0, 0, 0]
 
     # reads that see this batch's own mutations
 
@@ -110,6 +118,7 @@ class Batch:
             floor = self._retired_floor(mailbox.address, tag)
             live = _Live(replace(mailbox, next_msg_id=floor, msg_count=0, msg_bytes=0), tag)
             old = None
+            self.delta[0] += 1
         else:
             old = live.mailbox
             live.mailbox = mailbox
@@ -138,11 +147,16 @@ class Batch:
         if live is None:
             return None
         mailbox, tag = live.record(), live.tag
+        self.delta[0] -= 1
+        self.delta[1] -= mailbox.msg_count
+        self.delta[2] -= mailbox.msg_bytes
         wb.delete(keys.mailbox_key(tag))
         messages = keys.messages_prefix(tag)
         wb.delete_range(messages, keys.end_of(messages))
         groups = keys.groups_prefix(tag)
         wb.delete_range(groups, keys.end_of(groups))
+        for prefix in (keys.MSG_META, keys.MSG_KEY, keys.PULL_GROUP, keys.INFLIGHT):
+            wb.delete_range(prefix + tag, keys.end_of(prefix + tag))
         if mailbox.expires_at:
             wb.delete(keys.expiry_key(mailbox.expires_at, tag))
         if mailbox.public:
@@ -155,6 +169,9 @@ class Batch:
         self._wiped.add(address)
         self._messages = {k: v for k, v in self._messages.items() if k[0] != address}
         self._groups = {k: v for k, v in self._groups.items() if k[0] != address}
+        self._key_refs = {k: v for k, v in self._key_refs.items() if k[0] != address}
+        self._pull = {k: v for k, v in self._pull.items() if k[0] != address}
+        self._inflight = {k: v for k, v in self._inflight.items() if k[0] != address}
         return mailbox
 
     def append_message(self, address: str, priority: int, ts_ms: int, payload: bytes,
@@ -169,6 +186,8 @@ class Batch:
         live.next_msg_id = msg_id + 1
         live.msg_count += 1
         live.msg_bytes += size
+        self.delta[1] += 1
+        self.delta[2] += size
         self._messages[(address, msg_id)] = (priority, size)
         self._dirty.add(address)
         return msg_id
@@ -187,8 +206,11 @@ class Batch:
             return False
         level, size = found
         wb.delete(keys.message_key(live.tag, level, msg_id))
+        wb.delete(keys.msg_meta_key(live.tag, msg_id))
         live.msg_count -= 1
         live.msg_bytes -= size
+        self.delta[1] -= 1
+        self.delta[2] -= size
         self._messages[(address, msg_id)] = None
         self._dirty.add(address)
         return True
@@ -204,6 +226,104 @@ class Batch:
                 merged[priority] = msg_id
         self._groups[(address, group)] = merged
         wb.put(keys.group_key(live.tag, group), codecs.encode_cursor(merged))
+
+    # dialect 3: message options, delayed messages, pull groups
+
+    def put_message_meta(self, address: str, priority: int, msg_id: int, key: str,
+                         tags: list[str], expires_at: int) -> None:
+        """Record a message's key, tags and expiry (0 = never); the key now names this message."""
+        wb = self._writable()
+        tag = self._existing(address).tag
+        wb.put(keys.msg_meta_key(tag, msg_id), codecs.encode_record([key, tags, expires_at]))
+        if key:
+            wb.put(keys.msg_key_key(tag, key), codecs.encode_record([priority, msg_id]))
+            self._key_refs[(address, key)] = (priority, msg_id)
+        if expires_at:
+            wb.put(keys.msg_expiry_key(expires_at, tag, msg_id), b"")
+
+    def key_holder(self, address: str, key: str) -> tuple[int, int] | None:
+        """(priority, msg_id) of the last message sent to ``address`` with ``key`` (it may be gone)."""
+        if (address, key) in self._key_refs:
+            return self._key_refs[(address, key)]
+        if address in self._wiped:
+            return None
+        raw = self._db.get(keys.msg_key_key(keys.tagged(address), key))
+        return None if raw is None else cast(tuple[int, int], tuple(codecs.decode_record(raw)))
+
+    def message_gone(self, address: str, msg_id: int) -> bool:
+        """True if this batch deleted the message (committed reads still show it)."""
+        return address in self._wiped or ((address, msg_id) in self._messages
+                                          and self._messages[(address, msg_id)] is None)
+
+    def put_delayed(self, due_ms: int, address: str, record: list) -> None:
+        """Hold a message until ``due_ms``; ``record`` is what the release appends."""
+        self._delayed_seq += 1
+        self._writable().put(keys.delayed_key(due_ms, self.raft_index, self._delayed_seq, keys.tagged(address)),
+                             codecs.encode_record(record))
+
+    def delete_raw(self, key: bytes) -> bool:
+        """Remove an index or delayed entry found by a committed-state scan; False if this batch
+        already removed it (two ticks in one entry scan the same committed state)."""
+        if key in self._raw_gone:
+            return False
+        self._raw_gone.add(key)
+        self._writable().delete(key)
+        return True
+
+    def get_pull_group(self, address: str, group: str) -> dict | None:
+        """A pull group's state ({"cursor", "from_ts", "ack_wait"}) as of this batch, or None."""
+        if (address, group) in self._pull:
+            return self._pull[(address, group)]
+        if address in self._wiped:
+            return None
+        raw = self._db.get(keys.pull_group_key(keys.tagged(address), group))
+        return None if raw is None else cast(dict, codecs.decode_record(raw))
+
+    def put_pull_group(self, address: str, group: str, state: dict) -> None:
+        """Store a pull group's state."""
+        tag = self._existing(address).tag
+        self._pull[(address, group)] = state
+        self._writable().put(keys.pull_group_key(tag, group), codecs.encode_record(state))
+
+    def inflight_overlay(self, address: str, group: str, msg_id: int) -> tuple[int, int] | None | bool:
+        """This batch's own in-flight entry for a message: (priority, deadline), None if removed,
+        False if this batch did not touch it."""
+        return self._inflight.get((address, group, msg_id), False)
+
+    def touched_inflight(self, address: str, group: str) -> dict[int, tuple[int, int] | None]:
+        """{msg_id: entry or None} this batch wrote for one group."""
+        return {k[2]: v for k, v in self._inflight.items() if k[0] == address and k[1] == group}
+
+    def put_inflight(self, address: str, group: str, msg_id: int, priority: int, deadline: int) -> None:
+        """The group was handed ``msg_id``; it is offered again after ``deadline`` unless acked."""
+        tag = self._existing(address).tag
+        self._inflight[(address, group, msg_id)] = (priority, deadline)
+        self._writable().put(keys.inflight_key(tag, group, msg_id), codecs.encode_record([priority, deadline]))
+
+    def drop_inflight(self, address: str, group: str, msg_id: int) -> None:
+        """The group acknowledged ``msg_id`` (or it is gone)."""
+        tag = self._existing(address).tag
+        self._inflight[(address, group, msg_id)] = None
+        self._writable().delete(keys.inflight_key(tag, group, msg_id))
+
+    # the agent registry
+
+    def get_agent(self, mailbox: str) -> list | None:
+        """An agent's registry record as of this batch, or None."""
+        if mailbox in self._agents:
+            return self._agents[mailbox]
+        raw = self._db.get(keys.agent_key(keys.tagged(mailbox)))
+        return None if raw is None else cast(list, codecs.decode_record(raw))
+
+    def put_agent(self, mailbox: str, record: list) -> None:
+        """Register or update an agent card."""
+        self._agents[mailbox] = record
+        self._writable().put(keys.agent_key(keys.tagged(mailbox)), codecs.encode_record(record))
+
+    def delete_agent(self, mailbox: str) -> None:
+        """Remove an agent card."""
+        self._agents[mailbox] = None
+        self._writable().delete(keys.agent_key(keys.tagged(mailbox)))
 
     def put_dedup(self, proposal_id: bytes, result: bytes) -> None:
         """Record the result of a proposal, at this batch's Raft index (see Store dedup_window)."""

@@ -87,3 +87,14 @@ def decode_dedup(raw: bytes) -> tuple[int, bytes]:
     """Inverse of :func:`encode_dedup`."""
     raft_index, result = msgpack.unpackb(raw, use_list=False)
     return raft_index, result
+
+
+def encode_record(value: object) -> bytes:
+    """A dialect-3 record (message meta, key reference, delayed message, pull group, in-flight
+    entry): a plain msgpack value; its shape is documented with its key in docs/storage.md."""
+    return cast(bytes, msgpack.packb(value, use_bin_type=True))
+
+
+def decode_record(raw: bytes) -> object:
+    """Inverse of :func:`encode_record`."""
+    return msgpack.unpackb(raw, raw=False, strict_map_key=False)

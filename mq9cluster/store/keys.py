@@ -24,10 +24,20 @@ PUBLIC = b"\x05"
 EXPIRY = b"\x06"
 DEDUP = b"\x07"
 DEDUP_ORDER = b"\x08"
+# dialect 3 (pull consumption): appended to the layout without changing any key above
+MSG_META = b"\x09"
+MSG_KEY = b"\x0a"
+DELAYED = b"\x0b"
+PULL_GROUP = b"\x0c"
+INFLIGHT = b"\x0d"
+MSG_EXPIRY = b"\x0e"
+AGENT = b"\x0f"
 
 PREFIX_NAMES = {
     META: "meta", MAILBOX: "mailbox", RETIRED: "retired", MESSAGE: "message", GROUP: "group",
     PUBLIC: "public", EXPIRY: "expiry", DEDUP: "dedup", DEDUP_ORDER: "dedup_order",
+    MSG_META: "msg_meta", MSG_KEY: "msg_key", DELAYED: "delayed", PULL_GROUP: "pull_group",
+    INFLIGHT: "inflight", MSG_EXPIRY: "msg_expiry", AGENT: "agent",
 }
 
 FORMAT_KEY = META + b"format_version"
@@ -152,3 +162,65 @@ def dedup_order_bound(raft_index: int) -> bytes:
 def parse_dedup_order_key(key: bytes) -> tuple[int, bytes]:
     """(raft index, proposal id) of a dedup order key."""
     return int.from_bytes(key[1:9], "big"), key[9:]
+
+
+# -- dialect 3 ---------------------------------------------------------------------------------
+
+_GROUP_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
+
+
+def group_tag(group: str) -> bytes:
+    """The terminated key form of a pull group name (1-128 of ``A-Za-z0-9_.-``)."""
+    if _GROUP_NAME.fullmatch(group) is None:
+        raise ValueError(f"not a storable group name: {group!r}")
+    return group.encode("ascii") + _TERMINATOR
+
+
+def msg_meta_key(tag: bytes, msg_id: int) -> bytes:
+    """MSG_META tag u64(msg_id) -> [key, tags, expires_at]: only for messages that have any."""
+    return MSG_META + tag + u64(msg_id)
+
+
+def msg_key_key(tag: bytes, key: str) -> bytes:
+    """MSG_KEY tag key-utf8 -> [priority, msg_id] of the latest message sent with that key."""
+    return MSG_KEY + tag + key.encode("utf-8")
+
+
+def delayed_key(due_ms: int, raft_index: int, seq: int, tag: bytes) -> bytes:
+    """DELAYED u64(due) u64(raft index) u32(position) tag -> a message not yet visible."""
+    return DELAYED + u64(due_ms) + u64(raft_index) + seq.to_bytes(4, "big") + tag
+
+
+def parse_delayed_key(key: bytes) -> tuple[int, str]:
+    """(due_ms, address) of a delayed key."""
+    return int.from_bytes(key[1:9], "big"), address_of(key[21:])
+
+
+def pull_group_key(tag: bytes, group: str) -> bytes:
+    """PULL_GROUP tag group-tag -> a pull group's cursor and settings."""
+    return PULL_GROUP + tag + group_tag(group)
+
+
+def inflight_prefix(tag: bytes, group: str) -> bytes:
+    """Prefix of the messages handed to a pull group and not acknowledged yet."""
+    return INFLIGHT + tag + group_tag(group)
+
+
+def inflight_key(tag: bytes, group: str, msg_id: int) -> bytes:
+    """INFLIGHT tag group-tag u64(msg_id) -> [priority, deadline ms]."""
+    return INFLIGHT + tag + group_tag(group) + u64(msg_id)
+
+
+def msg_expiry_key(expires_at: int, tag: bytes, msg_id: int) -> bytes:
+    """MSG_EXPIRY u64(expires_at) tag u64(msg_id) -> empty: messages in the order their TTL ends."""
+    return MSG_EXPIRY + u64(expires_at) + tag + u64(msg_id)
+
+
+def parse_msg_expiry_key(key: bytes) -> tuple[int, str, int]:
+    """(expires_at, address, msg_id) of a message expiry key."""
+    return int.from_bytes(key[1:9], "big"), address_of(key[9:-8]), int.from_bytes(key[-8:], "big")
+
+
+def agent_key(tag: bytes) -> bytes:
+    """AGENT tag(card mailbox) -> [card JSON, registered_at, updated_at, report JSON, reported_at]."""
+    return AGENT + tag

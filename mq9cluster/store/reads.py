@@ -210,6 +210,78 @@ class StoreReads:
             raw = db.get(keys.dedup_key(proposal_id))
         return None if raw is None else codecs.decode_dedup(raw)[1]
 
+    # dialect 3
+
+    def get_message_meta(self, address: str, msg_ids: Sequence[int]) -> dict[int, tuple[str, list[str], int]]:
+        """{msg_id: (key, tags, expires_at)} of those among ``msg_ids`` sent with options."""
+        if not msg_ids:
+            return {}
+        tag = keys.tagged(address)
+        with self._reading() as db:
+            raws = cast(list[bytes | None], db.get([keys.msg_meta_key(tag, i) for i in msg_ids]))
+        return {i: cast(tuple[str, list[str], int], tuple(codecs.decode_record(raw)))
+                for i, raw in zip(msg_ids, raws, strict=True) if raw is not None}
+
+    def key_holder(self, address: str, key: str) -> tuple[int, int] | None:
+        """(priority, msg_id) of the last message sent with ``key`` (it may have been deleted)."""
+        with self._reading() as db:
+            raw = db.get(keys.msg_key_key(keys.tagged(address), key))
+        return None if raw is None else cast(tuple[int, int], tuple(codecs.decode_record(raw)))
+
+    def inflight(self, address: str, group: str) -> list[tuple[int, int, int]]:
+        """(msg_id, priority, deadline) of what a pull group holds unacknowledged, by msg_id."""
+        prefix = keys.inflight_prefix(keys.tagged(address), group)
+        found = []
+        with self._reading() as db:
+            bounded = _BoundedIter(db, keys.end_of(prefix))
+            for key, value in _walk(bounded, [(prefix, keys.end_of(prefix))]):
+                priority, deadline = cast(list[int], codecs.decode_record(value))
+                found.append((int.from_bytes(key[-8:], "big"), priority, deadline))
+        return found
+
+    def due_delayed(self, now_ms: int, limit: int) -> list[tuple[bytes, str, list]]:
+        """(key, address, record) of delayed messages due at ``now_ms``, soonest first."""
+        due = []
+        with self._reading() as db:
+            bounded = _BoundedIter(db, keys.DELAYED + keys.u64(now_ms + 1))
+            for key, value in _walk(bounded, [(keys.DELAYED, keys.DELAYED + keys.u64(now_ms + 1))]):
+                due.append((key, keys.parse_delayed_key(key)[1], cast(list, codecs.decode_record(value))))
+                if len(due) >= limit:
+                    break
+        return due
+
+    def due_message_expiries(self, now_ms: int, limit: int) -> list[tuple[bytes, str, int]]:
+        """(key, address, msg_id) of messages whose own TTL ended by ``now_ms``, soonest first."""
+        due = []
+        bound = keys.MSG_EXPIRY + keys.u64(now_ms + 1)
+        with self._reading() as db:
+            for key in scan_keys(db, keys.MSG_EXPIRY, bound):
+                _, address, msg_id = keys.parse_msg_expiry_key(key)
+                due.append((key, address, msg_id))
+                if len(due) >= limit:
+                    break
+        return due
+
+    def next_message_timer(self) -> int | None:
+        """The earliest time (ms) a delayed message is due or a message TTL ends, or None."""
+        soonest = None
+        with self._reading() as db:
+            for prefix in (keys.DELAYED, keys.MSG_EXPIRY):
+                for key in scan_keys(db, prefix, keys.end_of(prefix)):
+                    at = int.from_bytes(key[1:9], "big")
+                    soonest = at if soonest is None else min(soonest, at)
+                    break
+        return soonest
+
+    def agents(self) -> list[tuple[str, list]]:
+        """(mailbox, record) of every registered agent, in mailbox order."""
+        found = []
+        with self._reading() as db:
+            bounded = _BoundedIter(db, keys.end_of(keys.AGENT))
+            for key, value in _walk(bounded, [(keys.AGENT, keys.end_of(keys.AGENT))]):
+                found.append((keys.address_of(key[1:]), cast(list, codecs.decode_record(value))))
+        return found
+
     def key_counts(self) -> dict[str, int]:
         """Number of keys per prefix name: a full scan, for tests and diagnostics only."""
         counts: dict[str, int] = {}
