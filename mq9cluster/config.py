@@ -88,7 +88,7 @@ class Settings(BaseSettings):
         None,
         **_flags("--cluster-password",
                  help="Password every member shares: Raft traffic is encrypted and authenticated with it, and "
-                 "`mq9cluster status/leave` must give it too (the route port stays plain)."),
+                 "`mq9cluster status` and `mq9cluster leave` must give it too (the route port stays plain)."),
     )
     peers: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
