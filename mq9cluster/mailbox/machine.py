@@ -100,7 +100,7 @@ class MailboxMachine:
         if kind is ops.ClaimOp:
             return self._claim(batch, op)
         if kind is ops.SendOp:
-            return pull.apply_send(batch, op, changes)
+            return pull.apply_send(batch, op, changes, self.totals.bytes + batch.delta[2])
         if kind is ops.FetchOp:
             return pull.apply_fetch(self.store, batch, op)
         if kind is ops.AckOp:
@@ -115,16 +115,9 @@ class MailboxMachine:
         expires_at = batch.expires_at(op.address)
         if expires_at is None or 0 < expires_at <= op.now_ms:
             return missing(op.address)
-        size = len(op.payload) + (len(op.headers) if op.headers else 0)
-        if op.max_bytes:
-            stored = batch.get_mailbox(op.address).msg_bytes
-            if stored + size > op.max_bytes:
-                return {"error": f"mailbox {op.address} is full: {stored} bytes stored, "
-                                 f"this message of {size} would pass the limit of {op.max_bytes}"}
-        stored = self.totals.bytes + batch.delta[2]
-        if op.max_total_bytes and stored + size > op.max_total_bytes:
-            return {"error": f"storage is full: {stored} bytes stored in all mailboxes, this message "
-                             f"of {size} would pass the limit of {op.max_total_bytes}"}
+        full = pull.storage_full(batch, op, self.totals.bytes + batch.delta[2])
+        if full is not None:
+            return full
         msg_id = batch.append_message(op.address, op.priority, op.now_ms, op.payload, op.headers)
         changes.append(Appended(Message(op.address, op.priority, msg_id, op.now_ms, op.payload, op.headers)))
         return {"msg_id": msg_id}

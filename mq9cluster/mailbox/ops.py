@@ -93,7 +93,9 @@ class ClaimOp(NamedTuple):
 class SendOp(NamedTuple):
     """Dialect 3: store one message with options. ``key`` replaces the last message with the same
     key; ``delay_ms`` holds it back until ``now_ms + delay_ms``; ``ttl_ms`` ends it that long after
-    it becomes visible (0 = never)."""
+    it becomes visible (0 = never). The storage limits are those of ``AppendOp`` (0: no limit),
+    checked when the send applies, delayed or not; entries written before they existed decode
+    with the defaults."""
 
     address: str
     priority: int
@@ -104,6 +106,8 @@ class SendOp(NamedTuple):
     tags: list[str]
     ttl_ms: int
     delay_ms: int
+    max_bytes: int = 0
+    max_total_bytes: int = 0
 
 
 class TickOp(NamedTuple):

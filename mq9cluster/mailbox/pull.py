@@ -46,6 +46,23 @@ def _live(batch: Batch, address: str, now_ms: int) -> bool:
     return expires_at is not None and not 0 < expires_at <= now_ms
 
 
+def storage_full(batch: Batch, op: ops.AppendOp | ops.SendOp, stored_total: int) -> Result | None:
+    """The error for a message that would pass the op's mailbox or all-mailbox byte limit, or None.
+
+    ``stored_total`` is what all mailboxes hold as of this op (committed totals plus the batch).
+    """
+    size = len(op.payload) + (len(op.headers) if op.headers else 0)
+    if op.max_bytes:
+        stored = batch.get_mailbox(op.address).msg_bytes
+        if stored + size > op.max_bytes:
+            return {"error": f"mailbox {op.address} is full: {stored} bytes stored, "
+                             f"this message of {size} would pass the limit of {op.max_bytes}"}
+    if op.max_total_bytes and stored_total + size > op.max_total_bytes:
+        return {"error": f"storage is full: {stored_total} bytes stored in all mailboxes, this message "
+                         f"of {size} would pass the limit of {op.max_total_bytes}"}
+    return None
+
+
 def store_message(batch: Batch, changes: list[Change], address: str, priority: int, now_ms: int,
                   payload: bytes, headers: bytes | None, key: str, tags: list[str], ttl_ms: int) -> int:
     """Append a message with its options; a message already holding ``key`` is deleted."""
@@ -60,9 +77,16 @@ def store_message(batch: Batch, changes: list[Change], address: str, priority: i
     return msg_id
 
 
-def apply_send(batch: Batch, op: ops.SendOp, changes: list[Change]) -> Result:
+def apply_send(batch: Batch, op: ops.SendOp, changes: list[Change], stored_total: int = 0) -> Result:
+    """Store (or hold back) one message; ``stored_total``: bytes in all mailboxes as of this op.
+
+    A message held back is checked against the limits now, as if stored now.
+    """
     if not _live(batch, op.address, op.now_ms):
         return _missing(op.address)
+    full = storage_full(batch, op, stored_total)
+    if full is not None:
+        return full
     if op.delay_ms > 0:
         batch.put_delayed(op.now_ms + op.delay_ms, op.address,
                           [op.priority, op.payload, op.headers, op.key, op.tags, op.ttl_ms, op.now_ms])

@@ -48,8 +48,12 @@ class PullService:
         delivery: Delivery,
         answer: Callable[[bytes | None, Body], None],
         spawn: Callable[[Awaitable[None]], None],
+        max_mailbox_bytes: int = 0,
+        max_total_bytes: int = 0,
     ) -> None:
         self.store = store
+        self.max_mailbox_bytes = max_mailbox_bytes
+        self.max_total_bytes = max_total_bytes
         self.submit = submit
         self.outcome = outcome
         self.barrier = barrier
@@ -67,7 +71,8 @@ class PullService:
             if isinstance(options, str):
                 return self.answer(reply, {"error": options})
             self._commit(reply, ops.SendOp(address, options.priority, now_ms(), payload, headers, options.key,
-                                           list(options.tags), options.ttl_ms, options.delay_ms))
+                                           list(options.tags), options.ttl_ms, options.delay_ms,
+                                           self.max_mailbox_bytes, self.max_total_bytes))
         elif verb == "FETCH":
             fetch = fetch_request(payload)
             if isinstance(fetch, str):

@@ -68,7 +68,7 @@ class MailboxService:
         self._parsed: dict[bytes, object] = {}
         self._tasks: set[asyncio.Task] = set()
         self.pull = PullService(store, lambda op: committer.submit(ops.encode(op)), self._result, barrier,
-                                self.delivery, self._answer, self._spawn)
+                                self.delivery, self._answer, self._spawn, max_mailbox_bytes, max_total_bytes)
 
     # -- publishes ---------------------------------------------------------------------------
 

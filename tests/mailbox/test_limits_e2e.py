@@ -42,3 +42,21 @@ def test_mailbox_count_and_node_storage_limits(mq9):
         await nc.close()
 
     run(scenario())
+
+
+def test_dialect3_send_to_a_full_mailbox_answers_an_error_and_drops_nothing(mq9):
+    broker = mq9("--mailbox-max-bytes", "100")
+
+    async def scenario():
+        nc = await connect(broker)
+        address = await create(nc)
+        send = f"$mq9.AI.MSG.SEND.{address}"
+        acks = [await request(nc, send, b"%02d" % i + b"x" * 18) for i in range(5)]
+        assert [ack["error"] for ack in acks] == [""] * 5 and all(ack["msg_id"] > 0 for ack in acks)
+        full = await request(nc, send, b"one too many")
+        assert "is full" in full["error"] and "msg_id" not in full
+        fetched = await request(nc, f"$mq9.AI.MSG.FETCH.{address}", b'{"config": {"max_wait_ms": 0}}')
+        assert [m["payload"][:2] for m in fetched["messages"]] == ["00", "01", "02", "03", "04"]
+        await nc.close()
+
+    run(scenario())

@@ -144,3 +144,38 @@ def test_a_delayed_message_is_not_released_into_a_mailbox_created_again_after_it
     log(ops.CreateOp("svc.jobs", T0 + 500, 0, True, ""))
     assert log(ops.TickOp(T0 + 1010, 100)) == [{"released": 0, "expired": 0}]
     assert list(m.store.iter_messages("svc.jobs")) == []
+
+
+def limited(payload, max_bytes=0, max_total_bytes=0, address="box", key="", delay_ms=0):
+    return ops.SendOp(address, 1, T0, payload, None, key, [], 0, delay_ms, max_bytes, max_total_bytes)
+
+
+def test_full_mailbox_refuses_dialect3_sends_and_keeps_what_it_stored(machine):
+    m, changes = machine
+    log = Log(m)
+    assert log(limited(b"x" * 60, max_bytes=100, key="k"), limited(b"y" * 40, max_bytes=100)) == [
+        {"msg_id": 1}, {"msg_id": 2}]
+    full = log(limited(b"z", max_bytes=100), limited(b"w", max_bytes=100, key="k"),
+               limited(b"d", max_bytes=100, delay_ms=1000))
+    assert all("mailbox box is full: 100 bytes stored" in r["error"] and "msg_id" not in r for r in full)
+    assert [msg.payload[:1] for msg in m.store.iter_messages("box")] == [b"x", b"y"]  # key k not replaced
+    assert not [c for c in changes if isinstance(c, MessageDeleted)]
+    assert log(ops.TickOp(T0 + 1000, 100)) == [{"released": 0, "expired": 0}]  # nothing was held back
+
+
+def test_node_storage_limit_counts_all_mailboxes_and_the_same_batch(machine):
+    m, _ = machine
+    log = Log(m)
+    log(ops.CreateOp("other", T0, 0, False, ""))
+    assert log(ops.AppendOp("other", 1, T0, b"a" * 30, None), limited(b"b" * 20, max_total_bytes=60),
+               limited(b"c" * 11, max_total_bytes=60), limited(b"c" * 10, max_total_bytes=60)) == [
+        {"msg_id": 1}, {"msg_id": 1},
+        {"error": "storage is full: 50 bytes stored in all mailboxes, this message of 11 would pass "
+                  "the limit of 60"},
+        {"msg_id": 2}]
+
+
+def test_send_written_before_the_limits_existed_still_decodes():
+    import msgpack
+    old = msgpack.packb([ops.OP_SEND, "box", 1, T0, b"p", None, "", [], 0, 0], use_bin_type=True)
+    assert ops.decode(old) == ops.SendOp("box", 1, T0, b"p", None, "", [], 0, 0, 0, 0)
