@@ -87,8 +87,9 @@ class Settings(BaseSettings):
     cluster_password: str | None = Field(
         None,
         **_flags("--cluster-password",
-                 help="Password every member shares: Raft traffic is encrypted and authenticated with it, and "
-                 "`mq9cluster status` and `mq9cluster leave` must give it too (the route port stays plain)."),
+                 help="Password every member shares: Raft traffic is encrypted and authenticated with it, routes "
+                 "must prove it to join the mesh, and `mq9cluster status` and `mq9cluster leave` must give it "
+                 "too (route traffic stays unencrypted)."),
     )
     peers: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

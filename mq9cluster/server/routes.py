@@ -19,8 +19,11 @@ remote interest and the client URLs of the mesh; reaches the server only through
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import random
+import secrets
 import time
 from collections.abc import Collection
 from typing import Protocol
@@ -46,7 +49,21 @@ MAX_ROUTE_PAYLOAD = 64 * 1048576  # the largest max_payload any node may have
 MAX_ROUTE_CONTROL_LINE = 1048576  # an RMSG line names its queue groups: allow many
 HANDSHAKE_EXPECTED = "Route Handshake Expected"
 HANDSHAKE_TIMEOUT_ERR = "Route Handshake Timeout"
+AUTH_VIOLATION = "Authorization Violation"
+AUTH_LABEL = b"mq9cluster route auth v1"
 PONG = encode.PONG_FRAME
+
+
+def route_proof(password: str, dialer: bool, verifier_nonce: str, prover_nonce: str, prover_id: str) -> str:
+    """HMAC-SHA256 (hex), keyed by the cluster password, that proves the prover knows it.
+
+    It covers both nonces of the connection, the prover's side (dialer or accepter) and its
+    server id, so a proof seen on one connection, or asked for in the other direction, does not
+    pass on another.
+    """
+    message = b"\n".join([AUTH_LABEL, b"dial" if dialer else b"accept", verifier_nonce.encode(),
+                          prover_nonce.encode(), prover_id.encode()])
+    return hmac.new(password.encode(), message, hashlib.sha256).hexdigest()
 
 
 class LocalNode(Protocol):
@@ -91,6 +108,8 @@ class Route(Connection):
         self.outcome: asyncio.Future[str] = self._loop.create_future()  # how the handshake ended
         self.gone: asyncio.Future[None] = self._loop.create_future()
         self._handshake_timer: asyncio.TimerHandle | None = None
+        self.nonce = secrets.token_hex(16)  # the peer proves the cluster password over it (when set)
+        self._peer_hello: dict | None = None  # the peer's first INFO, while its proof is awaited
 
     @property
     def name(self) -> str:
@@ -106,7 +125,7 @@ class Route(Connection):
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
-        self.send(self.layer.info_frame())
+        self.send(self.layer.info_frame(self.nonce))
         self._handshake_timer = self._loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_late)
 
     def data_received(self, data: bytes) -> None:
@@ -123,27 +142,67 @@ class Route(Connection):
                 self.close(f"route protocol violation: {event.text} ({event.detail})", error=event.text)
             elif kind is Info:
                 self._on_info(event.options)
+            elif kind is Err:
+                self.close(f"peer sent -ERR {event.text!r}")
             elif not self.registered:
-                self.close("no route handshake", error=HANDSHAKE_EXPECTED)
+                if self._peer_hello is not None:
+                    self.close("no route password proof", error=AUTH_VIOLATION)
+                else:
+                    self.close("no route handshake", error=HANDSHAKE_EXPECTED)
             elif kind is RouteSub or kind is RouteUnsub:
                 self.layer.remote_interest(self, event.subject, event.queue, kind is RouteSub)
             elif kind is Ping:
                 self.send(PONG)
             elif kind is Pong:
                 self.pings_out = 0
-            elif kind is Err:
-                self.close(f"peer sent -ERR {event.text!r}")
             # +OK is ignored.
 
     def _on_info(self, options: dict) -> None:
         if self.registered:
             self.layer.peer_info(self, options)
             return
+        if self._peer_hello is not None:
+            self._on_proof(options)
+            return
         server_id, route_url = options.get("server_id"), options.get("route_url")
         if options.get("route_proto") != ROUTE_PROTO or not isinstance(server_id, str) or not server_id \
                 or not isinstance(route_url, str) or not route_url:
             self.close("not a route handshake", error=HANDSHAKE_EXPECTED)
             return
+        password = self.settings.cluster_password
+        nonce = options.get("auth_nonce")
+        if password:
+            if not isinstance(nonce, str) or not nonce:
+                log.warning("route from %s refused: it has no cluster password", self.ip)
+                self.close("peer has no cluster password", error=AUTH_VIOLATION)
+                return
+            self._peer_hello = options
+            self.send(encode.info({"auth_proof": route_proof(
+                password, self.dial_addr is not None, nonce, self.nonce, self.layer.local.server_id)}))
+            return
+        if nonce:
+            log.warning("route to %s not made: it asks for a cluster password and this node has none", self.ip)
+            self.close("peer asks for a cluster password", error=AUTH_VIOLATION)
+            return
+        self._hello(options)
+
+    def _on_proof(self, options: dict) -> None:
+        """The second INFO of a handshake with a password: the peer's proof over our nonce."""
+        hello = self._peer_hello
+        assert hello is not None and self.settings.cluster_password
+        proof = options.get("auth_proof")
+        want = route_proof(self.settings.cluster_password, self.dial_addr is None, self.nonce,
+                           hello["auth_nonce"], hello["server_id"])
+        if not isinstance(proof, str) or not hmac.compare_digest(proof, want):
+            log.warning("route from %s refused: wrong cluster password", self.ip)
+            self.close("wrong route password proof", error=AUTH_VIOLATION)
+            return
+        self._peer_hello = None
+        self._hello(hello)
+
+    def _hello(self, options: dict) -> None:
+        """A peer's handshake INFO, authenticated when there is a password: register the route."""
+        server_id, route_url = options["server_id"], options["route_url"]
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
             self._handshake_timer = None
@@ -253,8 +312,12 @@ class RouteLayer:
         self._next_rid += 1
         return Route(self, self._next_rid, dial_addr)
 
-    def info_frame(self) -> bytes:
-        """This node's route INFO: who it is, where clients and routes reach it, whom it knows."""
+    def info_frame(self, nonce: str = "") -> bytes:
+        """This node's route INFO: who it is, where clients and routes reach it, whom it knows.
+
+        The first INFO on a connection of a node with a cluster password carries ``auth_nonce``.
+        """
+        extra = {"auth_nonce": nonce} if nonce and self.settings.cluster_password else {}
         return encode.info({
             "server_id": self.local.server_id,
             "server_name": self.settings.server_name,
@@ -264,6 +327,7 @@ class RouteLayer:
             "client_url": self.local.client_url,
             "routes": sorted(route.route_url for route in self.routes.values()),
             "ldm": self.lame_duck,
+            **extra,
         })
 
     # -- keeping the mesh --------------------------------------------------------------------

@@ -17,6 +17,7 @@ import nats
 import pytest
 from nats.errors import NoRespondersError
 
+from mq9cluster.server.routes import route_proof
 from tests.interop.wire import WireClient
 from tests.support.broker import Broker
 from tests.support.nats_client import collect, connect, create, request, run, until
@@ -340,6 +341,63 @@ def test_slow_route_is_cut_and_the_node_keeps_serving(nodes, tmp_path):
         publisher.send(frame * 100)
     assert publisher.ping_pong()
     assert "route to" in node.output() and "cut" in node.output()
+
+
+def hello(nonce: str) -> bytes:
+    return ROUTE_INFO.replace(b"}\r\n", b',"auth_nonce":"%s"}\r\n' % nonce.encode())
+
+
+def test_cluster_password_guards_the_route_port(nodes, tmp_path):
+    a, b = Broker("mq9cluster", tmp_path), Broker("mq9cluster", tmp_path)
+    for node in (a, b):
+        nodes(seed(node, [a, b], "--cluster-password", "shared"))
+    wait_routes([a, b], 1)
+    intruder = nodes(seed(Broker("mq9cluster", tmp_path), [a, b], "--cluster-password", "wrong"))
+    plain = nodes(seed(Broker("mq9cluster", tmp_path), [a]))
+    deadline = time.monotonic() + 15
+    while a.log_path.read_text().count("wrong cluster password") < 1 or "no cluster password" not in a.log_path.read_text():
+        assert time.monotonic() < deadline, a.log_path.read_text()[-3000:]
+        time.sleep(0.1)
+
+    first = WireClient(a.cluster_port)
+    nonce = first.info["auth_nonce"]
+    assert len(nonce) == 32 and WireClient(a.cluster_port).info["auth_nonce"] != nonce
+    wrong = route_proof("wrong", True, nonce, "n1", "NFAKE")
+    first.send(hello("n1") + b'INFO {"auth_proof":"%s"}\r\nRMSG secret.raw 1\r\nx\r\n' % wrong.encode())
+    answer = first.read_all_until_close(3)
+    assert answer.endswith(b"-ERR 'Authorization Violation'\r\n") and b"RMSG" not in answer
+    for attempt in (ROUTE_INFO + b"RMSG secret.raw 1\r\nx\r\n", hello("n2") + b"RS+ secret.>\r\n"):
+        peer = WireClient(a.cluster_port)
+        peer.send(attempt)
+        assert peer.read_all_until_close(3).endswith(b"-ERR 'Authorization Violation'\r\n"), attempt
+
+    knows = WireClient(a.cluster_port)  # a raw peer with the password: a proves itself, then takes it
+    knows.send(hello("n3"))
+    proof = json.loads(knows.read_line()[5:-3])["auth_proof"]
+    assert proof == route_proof("shared", False, "n3", knows.info["auth_nonce"], knows.info["server_id"])
+    knows.send(b'INFO {"auth_proof":"%s"}\r\nPING\r\n'
+               % route_proof("shared", True, knows.info["auth_nonce"], "n3", "NFAKE").encode())
+    while knows.read_line() != b"PONG\r\n":
+        pass
+    wait_routes([a], 2)
+    knows.close()
+    wait_routes([a, b], 1)
+    wait_routes([intruder, plain], 0)
+
+    async def scenario():
+        async with connected(a, b, intruder, plain) as (ca, cb, ci, cp):
+            await flows(cb, b, ca, "mesh.ok")
+            got = await collect(ca, "secret.>")
+            await interest(b, "secret.>")
+            for outsider in (ci, cp):
+                await outsider.publish("secret.injected", b"x")
+                await outsider.flush()
+            await cb.publish("secret.fine", b"y")
+            await until(lambda: len(got) >= 1, "the message from b")
+            await asyncio.sleep(0.3)
+            assert [m.subject for m in got] == ["secret.fine"]
+
+    run(scenario())
 
 
 def test_node_joining_through_one_seed_meets_the_whole_mesh(nodes, tmp_path):
