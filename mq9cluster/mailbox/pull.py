@@ -46,18 +46,19 @@ def _live(batch: Batch, address: str, now_ms: int) -> bool:
     return expires_at is not None and not 0 < expires_at <= now_ms
 
 
-def storage_full(batch: Batch, op: ops.AppendOp | ops.SendOp, stored_total: int) -> Result | None:
+def storage_full(batch: Batch, op: ops.AppendOp | ops.SendOp, stored_total: int, freed: int = 0) -> Result | None:
     """The error for a message that would pass the op's mailbox or all-mailbox byte limit, or None.
 
-    ``stored_total`` is what all mailboxes hold as of this op (committed totals plus the batch).
+    ``stored_total`` is what all mailboxes hold as of this op (committed totals plus the batch);
+    ``freed`` what storing the message deletes at once (the message it replaces by key).
     """
     size = len(op.payload) + (len(op.headers) if op.headers else 0)
     if op.max_bytes:
         stored = batch.get_mailbox(op.address).msg_bytes
-        if stored + size > op.max_bytes:
+        if stored - freed + size > op.max_bytes:
             return {"error": f"mailbox {op.address} is full: {stored} bytes stored, "
                              f"this message of {size} would pass the limit of {op.max_bytes}"}
-    if op.max_total_bytes and stored_total + size > op.max_total_bytes:
+    if op.max_total_bytes and stored_total - freed + size > op.max_total_bytes:
         return {"error": f"storage is full: {stored_total} bytes stored in all mailboxes, this message "
                          f"of {size} would pass the limit of {op.max_total_bytes}"}
     return None
@@ -80,11 +81,16 @@ def store_message(batch: Batch, changes: list[Change], address: str, priority: i
 def apply_send(batch: Batch, op: ops.SendOp, changes: list[Change], stored_total: int = 0) -> Result:
     """Store (or hold back) one message; ``stored_total``: bytes in all mailboxes as of this op.
 
-    A message held back is checked against the limits now, as if stored now.
+    A message held back is checked against the limits now, as if stored now (without credit for
+    the message its key would replace: that may change before it is released).
     """
     if not _live(batch, op.address, op.now_ms):
         return _missing(op.address)
-    full = storage_full(batch, op, stored_total)
+    freed = 0
+    if op.key and op.delay_ms <= 0 and (op.max_bytes or op.max_total_bytes):
+        holder = batch.key_holder(op.address, op.key)
+        freed = 0 if holder is None else batch.message_size(op.address, holder[1], holder[0])
+    full = storage_full(batch, op, stored_total, freed)
     if full is not None:
         return full
     if op.delay_ms > 0:

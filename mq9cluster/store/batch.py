@@ -250,6 +250,12 @@ class Batch:
         raw = self._db.get(keys.msg_key_key(keys.tagged(address), key))
         return None if raw is None else cast(tuple[int, int], tuple(codecs.decode_record(raw)))
 
+    def message_size(self, address: str, msg_id: int, priority: int | None = None) -> int:
+        """Bytes (payload and headers) of a stored message as of this batch; 0 if there is none."""
+        live = self._live(address)
+        found = None if live is None else self._find_message(address, live.tag, msg_id, priority)
+        return 0 if found is None else found[1]
+
     def message_gone(self, address: str, msg_id: int) -> bool:
         """True if this batch deleted the message (committed reads still show it)."""
         return address in self._wiped or ((address, msg_id) in self._messages

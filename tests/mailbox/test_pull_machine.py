@@ -155,7 +155,7 @@ def test_full_mailbox_refuses_dialect3_sends_and_keeps_what_it_stored(machine):
     log = Log(m)
     assert log(limited(b"x" * 60, max_bytes=100, key="k"), limited(b"y" * 40, max_bytes=100)) == [
         {"msg_id": 1}, {"msg_id": 2}]
-    full = log(limited(b"z", max_bytes=100), limited(b"w", max_bytes=100, key="k"),
+    full = log(limited(b"z", max_bytes=100), limited(b"w" * 61, max_bytes=100, key="k"),
                limited(b"d", max_bytes=100, delay_ms=1000))
     assert all("mailbox box is full: 100 bytes stored" in r["error"] and "msg_id" not in r for r in full)
     assert [msg.payload[:1] for msg in m.store.iter_messages("box")] == [b"x", b"y"]  # key k not replaced
@@ -179,3 +179,17 @@ def test_send_written_before_the_limits_existed_still_decodes():
     import msgpack
     old = msgpack.packb([ops.OP_SEND, "box", 1, T0, b"p", None, "", [], 0, 0], use_bin_type=True)
     assert ops.decode(old) == ops.SendOp("box", 1, T0, b"p", None, "", [], 0, 0, 0, 0)
+
+
+def test_a_keyed_send_to_a_full_mailbox_counts_the_message_it_replaces(machine):
+    m, _ = machine
+    log = Log(m)
+    assert log(limited(b"a" * 50, max_bytes=100, key="k"), limited(b"b" * 50, max_bytes=100)) == [
+        {"msg_id": 1}, {"msg_id": 2}]
+    assert log(limited(b"A" * 50, max_bytes=100, key="k"), limited(b"A" * 40, max_bytes=100, key="k")) == [
+        {"msg_id": 3}, {"msg_id": 4}]  # the second replaces the first of the same batch
+    assert "is full" in log(limited(b"A" * 51, max_bytes=100, key="k"))[0]["error"]
+    assert "storage is full" in log(limited(b"A" * 51, max_total_bytes=100, key="k"))[0]["error"]
+    assert log(limited(b"A" * 50, max_total_bytes=100, key="k")) == [{"msg_id": 5}]
+    assert "is full" in log(limited(b"A" * 10, max_bytes=100, key="k", delay_ms=10))[0]["error"]
+    assert [(msg.msg_id, msg.payload[:1]) for msg in m.store.iter_messages("box")] == [(2, b"b"), (5, b"A")]
