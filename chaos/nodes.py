@@ -1,0 +1,157 @@
+"""mq9cluster node processes of a chaos run, each inside its own network namespace.
+
+A ``Node`` is started as ``ip netns exec NS mq9cluster start ...`` (``ip`` execs the broker, so
+the pid is the broker's): kill -9, SIGSTOP and SIGCONT go straight to it. Its data directory,
+log and (for power-loss runs) the FUSE mount that holds the data live under the run directory.
+Monitoring (``/raftz``, ``/healthz``) is read over HTTP from the client namespace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger("chaos.nodes")
+
+CLIENT_PORT = 4222
+HTTP_PORT = 8222
+RAFT_PORT = 7222
+
+
+def broker_command() -> list[str]:
+    """The ``mq9cluster`` console script next to this interpreter."""
+    script = Path(sys.executable).parent / "mq9cluster"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "mq9cluster"]
+
+
+@dataclass
+class Node:
+    """One broker process; ``proc`` is None while it is down."""
+
+    name: str
+    ns: str
+    address: str
+    home: Path  # the node's directory in the run directory
+    extra_args: list[str] = field(default_factory=list)
+    wrapper: list[str] = field(default_factory=list)  # e.g. faketime, prepended to the command
+    proc: subprocess.Popen | None = None
+    paused: bool = False
+    starts: int = 0
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def raft_addr(self) -> str:
+        return f"{self.address}:{RAFT_PORT}"
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.address}:{CLIENT_PORT}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.home / "node.log"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def command(self, peers: list[str], subcommand: str = "start") -> list[str]:
+        args = ["-a", self.address, "-p", str(CLIENT_PORT), "-m", str(HTTP_PORT), "--data-dir", str(self.data_dir),
+                "--raft-addr", self.raft_addr, "--node-id", self.name]
+        if subcommand == "start":
+            args += ["--peers", ",".join(peers)]
+        return ["ip", "netns", "exec", self.ns, *self.wrapper, *broker_command(), subcommand, *args, *self.extra_args]
+
+    def spawn(self, peers: list[str], subcommand: str = "start") -> None:
+        """Start the process (without waiting for it to listen)."""
+        if self.proc is not None and self.proc.poll() is not None:
+            self.proc = None  # it exited on its own; the cluster recorded that
+        assert self.proc is None, f"{self.name} is running"
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.starts += 1
+        with self.log_path.open("ab") as out:
+            out.write(f"\n==== chaos: start #{self.starts} at {time.strftime('%H:%M:%S')} ====\n".encode())
+            out.flush()
+            self.proc = subprocess.Popen(self.command(peers, subcommand), stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        self.paused = False
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.proc is not None:
+            try:
+                os.kill(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def kill(self) -> None:
+        """SIGKILL and reap: no shutdown work of any kind."""
+        if self.proc is None:
+            return
+        self.signal(signal.SIGKILL)
+        self.proc.wait()
+        self.proc = None
+        self.paused = False
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM (after SIGCONT if paused); SIGKILL if it does not exit in time."""
+        if self.proc is None:
+            return
+        self.signal(signal.SIGCONT)
+        self.signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+        self.paused = False
+
+    def pause(self) -> None:
+        self.signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        self.signal(signal.SIGCONT)
+        self.paused = False
+
+    def exited(self) -> int | None:
+        """The exit code if the process ended by itself (it is then marked down)."""
+        if self.proc is None:
+            return None
+        rc = self.proc.poll()
+        if rc is not None:
+            self.proc = None
+        return rc
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+
+    async def http_json(self, path: str, timeout: float = 1.0) -> dict | None:
+        """GET a monitoring endpoint; None if the node does not answer in time."""
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(self.address, HTTP_PORT), timeout)
+        except (OSError, asyncio.TimeoutError):
+            return None
+        try:
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            raw = await asyncio.wait_for(reader.read(), timeout)
+            body = raw.split(b"\r\n\r\n", 1)[1]
+            return json.loads(body)
+        except (OSError, asyncio.TimeoutError, IndexError, ValueError):
+            return None
+        finally:
+            writer.close()
+
+    async def raftz(self) -> dict | None:
+        return None if self.paused or not self.running else await self.http_json("/raftz")

@@ -1,0 +1,66 @@
+"""Report tables of chaos runs (Markdown, so they go into docs/reliability.md as printed)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from chaos.checker import Verdict
+
+
+@dataclass(frozen=True)
+class RunResult:
+    scenario: str
+    seed: int
+    verdict: Verdict
+    seconds: float
+    run_dir: str
+
+
+def _max(values: Iterable[Any]) -> str:
+    known = [v for v in values if v is not None]
+    missing = sum(1 for v in values if v is None)
+    text = f"{max(known):.2f}" if known else "-"
+    return text + (f" (+{missing} never)" if missing else "")
+
+
+def _by(counts: dict[str, int]) -> str:
+    shown = {k: v for k, v in counts.items() if v}
+    return " ".join(f"{k}:{v}" for k, v in shown.items()) or "0"
+
+
+COLUMNS = ["scenario", "seed", "attempted", "acked", "unknown", "recovered", "lost", "lost by kind", "lost by node",
+           "phantom", "returned deletes", "duplicates", "inversions", "stale replays", "minority acks",
+           "divergence", "queue dups", "unavail. total s", "longest s", "failover max s", "recovery max s",
+           "verdict"]
+
+
+def row(result: RunResult) -> list[str]:
+    c = result.verdict.counts
+    lost = c.get("lost", 0)
+    return [
+        result.scenario, str(result.seed), str(c.get("attempted", 0)), str(c.get("acknowledged", 0)),
+        str(c.get("unknown", 0)), str(c.get("recovered", 0)), str(lost),
+        _by(c.get("lost_by_kind", {})) if lost else "-", _by(c.get("lost_by_node", {})) if lost else "-",
+        str(c.get("phantom", 0)), str(c.get("returned_deletes", 0)), str(c.get("duplicates", 0)),
+        str(c.get("inversions", 0)), str(c.get("stale_replays", 0)), str(c.get("minority_acks", 0)),
+        str(c.get("divergence", 0)), str(c.get("queue_duplicates", 0)), str(c.get("unavailable_total", 0)),
+        str(c.get("unavailable_longest", 0)), _max(c.get("failovers", [])), _max(c.get("recoveries", [])),
+        "pass" if result.verdict.valid else "FAIL: " + ", ".join(result.verdict.failed_gates()),
+    ]
+
+
+def table(results: Iterable[RunResult]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(row(result)) + " |" for result in results]
+    return "\n".join(lines)
+
+
+def details(result: RunResult) -> str:
+    """Examples of each failed gate, for the log of a failing run."""
+    out = [f"{result.scenario} seed {result.seed}: {result.run_dir}"]
+    for kind, examples in result.verdict.examples.items():
+        out.append(f"  {kind}:")
+        out += [f"    {example}" for example in examples]
+    return "\n".join(out)

@@ -1,0 +1,191 @@
+"""Named fault scenarios: what the nemesis does to the cluster while the workload runs.
+
+A scenario's ``nemesis`` gets a ``Context`` (the cluster, a random generator seeded from the
+run's seed, and the time left) and applies faults until the time is up; the runner then heals
+everything, lets the workload finish and reads the final state. Schedules are drawn from the
+seed alone, so one seed gives one sequence of fault kinds and targets (their exact timing still
+depends on the machine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from chaos.cluster import ChaosCluster
+from chaos.workload import WorkloadConfig
+
+
+@dataclass
+class Context:
+    cluster: ChaosCluster
+    rng: random.Random
+    deadline: float  # time.monotonic() at which faults stop
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    async def hold(self, low: float, high: float) -> bool:
+        """Sleep a random while (cut short by the deadline); True if there is time for more."""
+        await asyncio.sleep(max(0.0, min(self.rng.uniform(low, high), self.left())))
+        return self.left() > 0
+
+    def others(self, name: str) -> list[str]:
+        return [n for n in self.cluster.members if n != name]
+
+    async def leader(self) -> str:
+        return await self.cluster.leader() or self.rng.choice(self.cluster.up() or self.cluster.members)
+
+
+Nemesis = Callable[[Context], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    nemesis: Nemesis
+    doc: str
+    nodes: int = 3
+    duration: float = 40.0  # seconds of faults (the run takes longer: set-up, heal, final reads)
+    workload: WorkloadConfig = field(default_factory=WorkloadConfig)
+    extra_args: tuple[str, ...] = ()
+
+
+# -- nemeses -------------------------------------------------------------------------------------
+
+
+async def kill_leader(ctx: Context) -> None:
+    while await ctx.hold(3, 6):
+        victim = await ctx.leader()
+        await ctx.cluster.kill([victim])
+        await ctx.hold(2, 5)
+        await ctx.cluster.start([victim])
+
+
+async def kill_random_minority(ctx: Context) -> None:
+    while await ctx.hold(2, 5):
+        members = ctx.cluster.members
+        victims = ctx.rng.sample(members, ctx.rng.randint(1, (len(members) - 1) // 2))
+        await ctx.cluster.kill(victims)
+        await ctx.hold(2, 6)
+        await ctx.cluster.start(victims)
+
+
+async def kill_all_staggered(ctx: Context) -> None:
+    """Every node at once; back one by one, the one that had applied least last."""
+    while await ctx.hold(4, 8):
+        views = await ctx.cluster.views()
+        order = sorted(ctx.cluster.members, key=lambda n: -((views.get(n) or {}).get("last_applied", 0)))
+        await ctx.cluster.kill(ctx.cluster.members)
+        await ctx.hold(1, 3)
+        for name in order:
+            await ctx.cluster.start([name])
+            await asyncio.sleep(ctx.rng.uniform(0.5, 2.0))
+
+
+async def pause_leader(ctx: Context) -> None:
+    while await ctx.hold(3, 6):
+        victim = await ctx.leader()
+        await ctx.cluster.pause([victim])
+        await ctx.hold(2, 6)
+        await ctx.cluster.resume([victim])
+
+
+async def pause_random(ctx: Context) -> None:
+    while await ctx.hold(2, 4):
+        victims = ctx.rng.sample(ctx.cluster.members, ctx.rng.randint(1, len(ctx.cluster.members)))
+        await ctx.cluster.pause(victims)
+        await ctx.hold(1, 4)
+        await ctx.cluster.resume(victims)
+
+
+async def partition_leader(ctx: Context) -> None:
+    while await ctx.hold(3, 6):
+        victim = await ctx.leader()
+        await ctx.cluster.partition([victim], ctx.others(victim))
+        await ctx.hold(3, 7)
+        await ctx.cluster.heal()
+
+
+async def partition_random_halves(ctx: Context) -> None:
+    while await ctx.hold(2, 5):
+        members = list(ctx.cluster.members)
+        ctx.rng.shuffle(members)
+        cut = ctx.rng.randint(1, len(members) // 2)
+        await ctx.cluster.partition(members[:cut], members[cut:])
+        await ctx.hold(3, 7)
+        await ctx.cluster.heal()
+
+
+async def partition_one_way(ctx: Context) -> None:
+    """The leader stops hearing its followers but still reaches them (and the reverse)."""
+    while await ctx.hold(3, 6):
+        leader = await ctx.leader()
+        if ctx.rng.random() < 0.5:
+            await ctx.cluster.cut_one_way(leader, ctx.others(leader))
+        else:
+            for other in ctx.others(leader):
+                await ctx.cluster.cut_one_way(other, [leader])
+        await ctx.hold(3, 6)
+        await ctx.cluster.heal()
+
+
+async def partition_bridge(ctx: Context) -> None:
+    """Two halves that cannot hear each other, and one node that hears both."""
+    while await ctx.hold(3, 6):
+        members = list(ctx.cluster.members)
+        ctx.rng.shuffle(members)
+        bridge, rest = members[0], members[1:]
+        left, right = rest[: len(rest) // 2], rest[len(rest) // 2:]
+        ctx.cluster.rec.fault("bridge", {"bridge": bridge, "sides": [left, right]})
+        for a in left:
+            await asyncio.to_thread(ctx.cluster.net.cut, a, right)
+        for b in right:
+            await asyncio.to_thread(ctx.cluster.net.cut, b, left)
+        await ctx.hold(3, 7)
+        await ctx.cluster.heal()
+
+
+async def flapping(ctx: Context) -> None:
+    """The leader's links go down and up every fraction of a second, for a few seconds at a time."""
+    while await ctx.hold(3, 5):
+        victim = await ctx.leader()
+        end = time.monotonic() + ctx.rng.uniform(3, 6)
+        while time.monotonic() < end and ctx.left() > 0:
+            await ctx.cluster.partition([victim], ctx.others(victim))
+            await asyncio.sleep(ctx.rng.uniform(0.1, 0.6))
+            await ctx.cluster.heal()
+            await asyncio.sleep(ctx.rng.uniform(0.1, 0.6))
+
+
+async def mixed(ctx: Context) -> None:
+    """A random fault at a time, drawn from all of the above."""
+    kinds = [kill_leader, kill_random_minority, pause_leader, partition_leader, partition_random_halves,
+             partition_one_way]
+    while ctx.left() > 0:
+        one = ctx.rng.choice(kinds)
+        sub = Context(ctx.cluster, ctx.rng, min(ctx.deadline, time.monotonic() + ctx.rng.uniform(8, 15)))
+        await one(sub)
+        await ctx.cluster.heal_everything()
+
+
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
+    Scenario("kill-leader", kill_leader, "kill -9 the leader, restart it a few seconds later, again and again"),
+    Scenario("kill-minority", kill_random_minority, "kill -9 a random minority, restart it"),
+    Scenario("kill-all", kill_all_staggered, "kill -9 every node, restart them staggered, stalest last"),
+    Scenario("pause-leader", pause_leader, "SIGSTOP the leader for seconds, SIGCONT"),
+    Scenario("pause-random", pause_random, "SIGSTOP random nodes (up to all), SIGCONT"),
+    Scenario("partition-leader", partition_leader, "isolate the leader from every peer, heal"),
+    Scenario("partition-halves", partition_random_halves, "random majority/minority partitions"),
+    Scenario("partition-one-way", partition_one_way, "one-way cuts between the leader and the followers"),
+    Scenario("partition-bridge", partition_bridge, "two halves joined only through one node (5 nodes)", nodes=5),
+    Scenario("flapping", flapping, "the leader's links flap every fraction of a second"),
+    Scenario("mixed", mixed, "random mix of kills, pauses and partitions", duration=60.0),
+    Scenario("mixed-5", mixed, "random mix of kills, pauses and partitions on five nodes", nodes=5, duration=60.0),
+]}
+
+# The CI subset: fixed seeds, about a minute each, gating.
+CI = [("kill-leader", 1), ("pause-leader", 2), ("partition-leader", 3), ("kill-all", 4)]
