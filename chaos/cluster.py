@@ -26,12 +26,14 @@ START_TIMEOUT = 20.0
 class ChaosCluster:
     """``size`` nodes, one per namespace of ``net``, data under ``run_dir``."""
 
-    def __init__(self, net: Network, run_dir: Path, recorder: Recorder, extra_args: list[str] | None = None) -> None:
+    def __init__(self, net: Network, run_dir: Path, recorder: Recorder, extra_args: list[str] | None = None,
+                 power: bool = False) -> None:
         self.net = net
         self.run_dir = run_dir
         self.rec = recorder
         self.nodes: dict[str, Node] = {
-            name: Node(name, net.node_ns[name], net.addresses[name], run_dir / "nodes" / name, list(extra_args or []))
+            name: Node(name, net.node_ns[name], net.addresses[name], run_dir / "nodes" / name, list(extra_args or []),
+                       power=power)
             for name in net.names
         }
         self.members = list(self.nodes)  # Raft members (changes with leave/join)
@@ -112,6 +114,7 @@ class ChaosCluster:
     def stop_all(self) -> None:
         for node in self.nodes.values():
             node.stop()
+            node.unmount(power_lost=False)
 
     # -- faults --------------------------------------------------------------------------------
 
@@ -128,6 +131,15 @@ class ChaosCluster:
         self.rec.fault("kill", {"nodes": names, "leader_loss": leader_lost and majority})
         for name in names:
             self.nodes[name].kill()
+
+    async def power_off(self, names: Iterable[str]) -> None:
+        """Power loss: kill -9, and each node's disk forgets what was not fsynced."""
+        names = list(names)
+        leader_lost, majority = await self._majority_left(names)
+        self.rec.fault("power-off", {"nodes": names, "leader_loss": leader_lost and majority})
+        for name in names:
+            self.nodes[name].kill()
+        await asyncio.gather(*(asyncio.to_thread(self.nodes[name].unmount, True) for name in names))
 
     async def start(self, names: Iterable[str], measure: bool = True) -> None:
         """Start stopped nodes; measure how long each takes to catch up (in the background)."""
@@ -159,13 +171,14 @@ class ChaosCluster:
         leader = await self.leader()
         biggest = max(sides, key=len)
         leader_loss = 2 * len(biggest) > len(self.members) and leader is not None and leader not in biggest
-        self.rec.fault("partition", {"sides": [list(side) for side in sides], "leader_loss": leader_loss})
         await asyncio.to_thread(self.net.partition, *sides)
+        # recorded once every rule is in place: an operation invoked later cannot cross the cut
+        self.rec.fault("partition", {"sides": [list(side) for side in sides], "leader_loss": leader_loss})
 
     async def cut_one_way(self, node: str, deaf_to: list[str]) -> None:
         """``node`` stops receiving from ``deaf_to`` (it can still send to them)."""
-        self.rec.fault("cut", {"nodes": [node], "deaf_to": deaf_to})
         await asyncio.to_thread(self.net.cut, node, deaf_to, True, False)
+        self.rec.fault("cut", {"nodes": [node], "deaf_to": deaf_to})
 
     async def heal(self) -> None:
         self.rec.fault("heal", {})

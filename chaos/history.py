@@ -32,10 +32,11 @@ COMPLETIONS = ("ok", "fail", "info")
 class Recorder:
     """Appends entries with the run's clock; what the workload and the nemesis write into."""
 
-    def __init__(self, clock=time.monotonic) -> None:
+    def __init__(self, clock=time.monotonic, path: Path | None = None) -> None:
         self._clock = clock
         self._start = clock()
         self.entries: list[Entry] = []
+        self._out = path.open("w") if path is not None else None  # written as it happens
 
     def now(self) -> float:
         return round(self._clock() - self._start, 4)
@@ -44,7 +45,15 @@ class Recorder:
         entry = {"index": len(self.entries), "time": self.now(), "process": process, "type": type_, "f": f,
                  "node": node, "value": value}
         self.entries.append(entry)
+        if self._out is not None:
+            self._out.write(json.dumps(entry, separators=(",", ":")) + "\n")
+            self._out.flush()
         return entry
+
+    def close(self) -> None:
+        if self._out is not None:
+            self._out.close()
+            self._out = None
 
     def invoke(self, process: str, f: str, node: str | None, value: Any = None) -> Entry:
         return self.add("invoke", process, f, node, value)

@@ -42,13 +42,20 @@ class Node:
     home: Path  # the node's directory in the run directory
     extra_args: list[str] = field(default_factory=list)
     wrapper: list[str] = field(default_factory=list)  # e.g. faketime, prepended to the command
+    power: bool = False  # data dir on a power-loss filesystem (see powerfs.py)
     proc: subprocess.Popen | None = None
     paused: bool = False
     starts: int = 0
+    fs: subprocess.Popen | None = None  # the powerfs daemon while mounted
 
     @property
     def data_dir(self) -> Path:
         return self.home / "data"
+
+    @property
+    def backing_dir(self) -> Path:
+        """Where the power-loss filesystem keeps the data dir's files."""
+        return self.home / "backing"
 
     @property
     def raft_addr(self) -> str:
@@ -79,6 +86,8 @@ class Node:
             self.proc = None  # it exited on its own; the cluster recorded that
         assert self.proc is None, f"{self.name} is running"
         self.home.mkdir(parents=True, exist_ok=True)
+        if self.power:
+            self.mount()
         self.starts += 1
         with self.log_path.open("ab") as out:
             out.write(f"\n==== chaos: start #{self.starts} at {time.strftime('%H:%M:%S')} ====\n".encode())
@@ -116,6 +125,43 @@ class Node:
             self.proc.wait()
         self.proc = None
         self.paused = False
+
+    # -- the power-loss filesystem -------------------------------------------------------------
+
+    def mount(self, timeout: float = 10.0) -> None:
+        """Mount the data dir through powerfs, unless it is mounted."""
+        if self.fs is not None:
+            return
+        with (self.home / "powerfs.log").open("ab") as out:
+            self.fs = subprocess.Popen(
+                [sys.executable, "-m", "chaos.powerfs", str(self.backing_dir), str(self.data_dir),
+                 str(self.home / "power-lost")], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while not os.path.ismount(self.data_dir):
+            if self.fs.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"powerfs did not mount {self.data_dir}: see {self.home / 'powerfs.log'}")
+            time.sleep(0.02)
+
+    def unmount(self, power_lost: bool) -> None:
+        """Unmount; with ``power_lost`` every write not fsynced is undone first."""
+        if self.fs is None:
+            return
+        assert self.proc is None, "unmount under a running node"
+        if power_lost:
+            (self.home / "power-lost").touch()
+        subprocess.run(["umount", str(self.data_dir)], check=False, capture_output=True)
+        try:
+            self.fs.wait(30)
+        except subprocess.TimeoutExpired:
+            subprocess.run(["umount", "-l", str(self.data_dir)], check=False, capture_output=True)
+            self.fs.kill()
+            self.fs.wait()
+        self.fs = None
+
+    def power_off(self) -> None:
+        """kill -9, then the disk loses whatever was not fsynced."""
+        self.kill()
+        self.unmount(power_lost=True)
 
     def pause(self) -> None:
         self.signal(signal.SIGSTOP)

@@ -11,10 +11,11 @@ import json
 import logging
 import random
 import shutil
+import signal
+import sys
 import time
 from pathlib import Path
 
-from chaos import history
 from chaos.checker import check
 from chaos.cluster import ChaosCluster
 from chaos.history import Recorder
@@ -28,8 +29,16 @@ log = logging.getLogger("chaos.runner")
 SETTLE = 3.0  # seconds of workload after the heal, before it stops
 
 
+def dump_tasks() -> None:
+    """SIGUSR1: where every task of the run is waiting (for a run that seems stuck)."""
+    for task in asyncio.all_tasks():
+        task.print_stack(limit=6, file=sys.stderr)
+    sys.stderr.flush()
+
+
 async def drive(scenario: Scenario, seed: int, cluster: ChaosCluster, recorder: Recorder) -> None:
     """Start the nodes, run workload and nemesis, heal, stop the workload, read every node."""
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump_tasks)
     await cluster.start_all()
     workload = Workload(recorder, cluster.urls(), random.Random(f"{seed}-workload"), scenario.workload)
     await workload.setup()
@@ -50,12 +59,12 @@ def run(scenario: Scenario, seed: int, base: Path) -> RunResult:
     """Run ``scenario`` with ``seed``; the result, with its run directory under ``base``."""
     run_dir = base / f"{time.strftime('%Y%m%d-%H%M%S')}-{scenario.name}-{seed}"
     run_dir.mkdir(parents=True)
-    recorder = Recorder()
+    recorder = Recorder(path=run_dir / "history.jsonl")
     began = time.monotonic()
     names = [f"n{i + 1}" for i in range(scenario.nodes)]
     error = None
     with Network(names) as net:
-        cluster = ChaosCluster(net, run_dir, recorder, list(scenario.extra_args))
+        cluster = ChaosCluster(net, run_dir, recorder, list(scenario.extra_args), power=scenario.power)
         net.enter_client_ns()
         try:
             asyncio.run(drive(scenario, seed, cluster, recorder))
@@ -66,8 +75,8 @@ def run(scenario: Scenario, seed: int, base: Path) -> RunResult:
         finally:
             cluster.stop_all()
             net.leave_client_ns()
+    recorder.close()
     entries = recorder.entries
-    history.write(entries, run_dir / "history.jsonl")
     verdict = check(entries)
     if error is not None:
         verdict.counts["run_error"] = 1
@@ -82,4 +91,5 @@ def run(scenario: Scenario, seed: int, base: Path) -> RunResult:
     if verdict.valid:
         for node in cluster.nodes.values():
             shutil.rmtree(node.data_dir, ignore_errors=True)
+            shutil.rmtree(node.backing_dir, ignore_errors=True)
     return result

@@ -51,7 +51,11 @@ class Scenario:
     nodes: int = 3
     duration: float = 40.0  # seconds of faults (the run takes longer: set-up, heal, final reads)
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)
-    extra_args: tuple[str, ...] = ()
+    # No snapshots (the 600 s timer never fires in a run): a node that falls behind a compacted
+    # log needs a snapshot installed, which the broker does not do yet (docs/durability.md);
+    # the *-compacting scenarios take snapshots every 500 entries and show what that costs.
+    extra_args: tuple[str, ...] = ("--raft-snapshot-entries", "100000000")
+    power: bool = False  # data dirs on the power-loss filesystem
 
 
 # -- nemeses -------------------------------------------------------------------------------------
@@ -161,6 +165,46 @@ async def flapping(ctx: Context) -> None:
             await asyncio.sleep(ctx.rng.uniform(0.1, 0.6))
 
 
+async def power_loss_one(ctx: Context) -> None:
+    """One node at a time (often the leader) loses power; it comes back with only what it fsynced."""
+    while await ctx.hold(3, 6):
+        victim = await ctx.leader() if ctx.rng.random() < 0.5 else ctx.rng.choice(ctx.cluster.members)
+        await ctx.cluster.power_off([victim])
+        await ctx.hold(1, 4)
+        await ctx.cluster.start([victim])
+
+
+async def power_loss_all(ctx: Context) -> None:
+    """Coordinated power loss: every node at once, back in a random order."""
+    while await ctx.hold(4, 8):
+        await ctx.cluster.power_off(ctx.cluster.members)
+        await ctx.hold(1, 3)
+        order = list(ctx.cluster.members)
+        ctx.rng.shuffle(order)
+        for name in order:
+            await ctx.cluster.start([name])
+            await asyncio.sleep(ctx.rng.uniform(0.2, 1.5))
+
+
+async def power_loss_then_pause_or_partition(ctx: Context) -> None:
+    """One node's power loss followed by pauses or partitions of others (Jepsen's split-brain recipe)."""
+    while await ctx.hold(3, 5):
+        victim = ctx.rng.choice(ctx.cluster.members)
+        await ctx.cluster.power_off([victim])
+        await ctx.hold(0.5, 2)
+        await ctx.cluster.start([victim])
+        await ctx.hold(0.2, 1.5)
+        other = ctx.rng.choice(ctx.others(victim))
+        if ctx.rng.random() < 0.5:
+            await ctx.cluster.pause([other])
+            await ctx.hold(2, 5)
+            await ctx.cluster.resume([other])
+        else:
+            await ctx.cluster.partition([other], ctx.others(other))
+            await ctx.hold(2, 5)
+            await ctx.cluster.heal()
+
+
 async def mixed(ctx: Context) -> None:
     """A random fault at a time, drawn from all of the above."""
     kinds = [kill_leader, kill_random_minority, pause_leader, partition_leader, partition_random_halves,
@@ -183,6 +227,16 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("partition-one-way", partition_one_way, "one-way cuts between the leader and the followers"),
     Scenario("partition-bridge", partition_bridge, "two halves joined only through one node (5 nodes)", nodes=5),
     Scenario("flapping", flapping, "the leader's links flap every fraction of a second"),
+    Scenario("power-loss-one", power_loss_one, "one node loses power (unsynced writes gone), restarts",
+             power=True),
+    Scenario("power-loss-all", power_loss_all, "every node loses power at once, restarts in random order",
+             power=True),
+    Scenario("power-loss-split", power_loss_then_pause_or_partition,
+             "one node's power loss, then a pause or partition of another", power=True),
+    Scenario("kill-leader-compacting", kill_leader, "kill-leader with a snapshot every 500 entries",
+             extra_args=("--raft-snapshot-entries", "500")),
+    Scenario("power-loss-compacting", power_loss_one, "power-loss-one with a snapshot every 500 entries",
+             power=True, extra_args=("--raft-snapshot-entries", "500")),
     Scenario("mixed", mixed, "random mix of kills, pauses and partitions", duration=60.0),
     Scenario("mixed-5", mixed, "random mix of kills, pauses and partitions on five nodes", nodes=5, duration=60.0),
 ]}

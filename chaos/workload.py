@@ -125,7 +125,7 @@ class Workload:
                                               _judge_create)
         finally:
             if nc is not None:
-                await nc.close()
+                await close(nc)
         if type_ == "ok":
             if public:
                 self._public = {*self._public, value["mailbox"]}
@@ -165,7 +165,7 @@ class Workload:
             while await self._pause(self.rng.expovariate(per_process)):
                 if nc is None or not nc.is_connected or left <= 0:
                     if nc is not None:
-                        await nc.close()
+                        await close(nc)
                     node, left = self.pick_node(), self.rng.randint(20, 200)
                     nc = await self.connect(node)
                 left -= 1
@@ -182,7 +182,7 @@ class Workload:
                     self.acked.append((mailbox, value["msg_id"], uid))
         finally:
             if nc is not None:
-                await nc.close()
+                await close(nc)
 
     async def _creator(self, process: str) -> None:
         while await self._pause(self.cfg.create_every):
@@ -203,7 +203,7 @@ class Workload:
                 await self.request(nc, invoked, f"$mq9.AI.MAILBOX.DELETE.{mailbox}.{msg_id}", b"", _judge_delete)
             finally:
                 if nc is not None:
-                    await nc.close()
+                    await close(nc)
 
     async def _replayer(self, process: str) -> None:
         while await self._pause(self.rng.uniform(0.5, 1.5) * self.cfg.replay_every):
@@ -266,7 +266,7 @@ class Workload:
         except Exception as exc:  # noqa: BLE001
             error = f"{type(exc).__name__}: {exc}"
         finally:
-            await nc.close()
+            await close(nc)
         return got, quietly, error
 
     # -- after the faults ----------------------------------------------------------------------
@@ -307,8 +307,16 @@ class Workload:
             self.rec.complete(invoked, "info", {"error": f"{type(exc).__name__}: {exc}"})
             return
         finally:
-            await nc.close()
+            await close(nc)
         self.rec.complete(invoked, "ok", {"mailboxes": state})
+
+
+async def close(nc: Client) -> None:
+    """Close a connection; a node that stopped answering must not hold the workload up."""
+    try:
+        await asyncio.wait_for(nc.close(), 2.0)
+    except Exception:  # noqa: BLE001 - time-out or a connection already broken: it is gone either way
+        pass
 
 
 async def _ignore(error: Exception) -> None:
