@@ -238,7 +238,7 @@ def pause_windows(history: Iterable[Entry], end: float) -> dict[str, list[tuple[
         for node in (entry["value"] or {}).get("nodes", []):
             if entry["f"] in ("pause", "kill", "power-off") and node not in since:
                 since[node] = entry["time"]
-            elif entry["f"] in ("resume", "start") and node in since:
+            elif entry["f"] in ("resume", "start", "join") and node in since:
                 windows[node].append((since.pop(node), entry["time"]))
     for node, start in since.items():
         windows[node].append((start, end))

@@ -10,17 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
+import subprocess
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
 from chaos.history import Recorder
 from chaos.net import Network
-from chaos.nodes import Node
+from chaos.nodes import Node, broker_command
 
 log = logging.getLogger("chaos.cluster")
 
 START_TIMEOUT = 20.0
+
+
+def admin_command(*args: str) -> subprocess.CompletedProcess:
+    """``mq9cluster ARGS`` from the client namespace (it reaches every member's Raft port)."""
+    return subprocess.run([*broker_command(), *args], capture_output=True, text=True, timeout=60)
 
 
 class ChaosCluster:
@@ -184,6 +191,20 @@ class ChaosCluster:
         self.rec.fault("heal", {})
         await asyncio.to_thread(self.net.heal, self.members)
         for name in self.up():
+            self.recoveries.append(asyncio.ensure_future(self._measure_recovery(name, time.monotonic())))
+
+    async def rebuild(self, name: str) -> None:
+        """The operator's answer to a node that refuses its data: leave, wipe, join again."""
+        seed = next(self.nodes[n].raft_addr for n in self.up() if n != name)
+        node = self.nodes[name]
+        node.kill()
+        left = await asyncio.to_thread(admin_command, "leave", "--raft-addr", node.raft_addr, "--seed", seed)
+        self.rec.fault("leave", {"nodes": [name], "rc": left.returncode, "out": (left.stdout + left.stderr)[-300:]})
+        await asyncio.to_thread(shutil.rmtree, node.data_dir, True)
+        self.rec.fault("wipe", {"nodes": [name]})
+        self.rec.fault("join", {"nodes": [name], "seed": seed})
+        node.spawn(self.peers, seed=seed)
+        if await self.wait_listening(name):
             self.recoveries.append(asyncio.ensure_future(self._measure_recovery(name, time.monotonic())))
 
     async def _measure_recovery(self, name: str, since: float, timeout: float = 60.0) -> None:

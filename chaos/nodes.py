@@ -73,15 +73,17 @@ class Node:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def command(self, peers: list[str], subcommand: str = "start") -> list[str]:
+    def command(self, peers: list[str], seed: str | None = None) -> list[str]:
         args = ["-a", self.address, "-p", str(CLIENT_PORT), "-m", str(HTTP_PORT), "--data-dir", str(self.data_dir),
                 "--raft-addr", self.raft_addr, "--node-id", self.name]
-        if subcommand == "start":
-            args += ["--peers", ",".join(peers)]
+        if seed is None:
+            subcommand, args = "start", [*args, "--peers", ",".join(peers)]
+        else:
+            subcommand, args = "join", [*args, "--seed", seed]
         return ["ip", "netns", "exec", self.ns, *self.wrapper, *broker_command(), subcommand, *args, *self.extra_args]
 
-    def spawn(self, peers: list[str], subcommand: str = "start") -> None:
-        """Start the process (without waiting for it to listen)."""
+    def spawn(self, peers: list[str], seed: str | None = None) -> None:
+        """Start the process (without waiting for it to listen); with ``seed``, as ``mq9cluster join``."""
         if self.proc is not None and self.proc.poll() is not None:
             self.proc = None  # it exited on its own; the cluster recorded that
         assert self.proc is None, f"{self.name} is running"
@@ -92,7 +94,7 @@ class Node:
         with self.log_path.open("ab") as out:
             out.write(f"\n==== chaos: start #{self.starts} at {time.strftime('%H:%M:%S')} ====\n".encode())
             out.flush()
-            self.proc = subprocess.Popen(self.command(peers, subcommand), stdin=subprocess.DEVNULL, stdout=out,
+            self.proc = subprocess.Popen(self.command(peers, seed), stdin=subprocess.DEVNULL, stdout=out,
                                          stderr=subprocess.STDOUT, start_new_session=True)
         self.paused = False
 
