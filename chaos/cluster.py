@@ -30,6 +30,19 @@ def admin_command(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([*broker_command(), *args], capture_output=True, text=True, timeout=60)
 
 
+def share_mounts(path: Path) -> Path:
+    """Make ``path`` a shared mount, so that filesystems mounted below it later propagate.
+
+    ``ip netns exec`` gives each node a copy of the mount namespace (slave of the original). With
+    a private root, as here, a copy would keep its own reference to every FUSE mount that existed
+    when it was made, and unmounting one in our namespace would never end its daemon.
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "--bind", str(path), str(path)], check=True, capture_output=True)
+    subprocess.run(["mount", "--make-shared", str(path)], check=True, capture_output=True)
+    return path
+
+
 class ChaosCluster:
     """``size`` nodes, one per namespace of ``net``, data under ``run_dir``."""
 
@@ -44,6 +57,9 @@ class ChaosCluster:
             for name in net.names
         }
         self.members = list(self.nodes)  # Raft members (changes with leave/join)
+        self.shared_mount: Path | None = None
+        if power:
+            self.shared_mount = share_mounts(run_dir / "nodes")
         self.recoveries: list[asyncio.Task] = []
         self.exits: dict[str, str] = {}  # node -> why it exited on its own
 
@@ -122,6 +138,9 @@ class ChaosCluster:
         for node in self.nodes.values():
             node.stop()
             node.unmount(power_lost=False)
+        if self.shared_mount is not None:
+            subprocess.run(["umount", "-R", str(self.shared_mount)], check=False, capture_output=True)
+            self.shared_mount = None
 
     # -- faults --------------------------------------------------------------------------------
 

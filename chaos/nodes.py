@@ -151,13 +151,20 @@ class Node:
         assert self.proc is None, "unmount under a running node"
         if power_lost:
             (self.home / "power-lost").touch()
-        subprocess.run(["umount", str(self.data_dir)], check=False, capture_output=True)
-        try:
-            self.fs.wait(30)
-        except subprocess.TimeoutExpired:
-            subprocess.run(["umount", "-l", str(self.data_dir)], check=False, capture_output=True)
-            self.fs.kill()
-            self.fs.wait()
+        deadline = time.monotonic() + 30
+        while True:
+            done = subprocess.run(["umount", str(self.data_dir)], check=False, capture_output=True, text=True)
+            try:
+                self.fs.wait(0.5 if done.returncode else 30)
+                break
+            except subprocess.TimeoutExpired:
+                with (self.home / "powerfs.log").open("a") as out:
+                    out.write(f"chaos: umount {self.data_dir}: rc {done.returncode} {done.stderr.strip()}\n")
+                if time.monotonic() > deadline:
+                    subprocess.run(["umount", "-l", str(self.data_dir)], check=False, capture_output=True)
+                    self.fs.kill()
+                    self.fs.wait()
+                    raise RuntimeError(f"could not unmount {self.data_dir}: {done.stderr.strip()}")
         self.fs = None
 
     def power_off(self) -> None:

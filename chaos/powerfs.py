@@ -175,7 +175,11 @@ def make_operations(root: Path, undo: UndoLog):
         # -- data --------------------------------------------------------------------------------
 
         def open(self, path, flags):
-            fd = os.open(self._full(path), flags & ~(os.O_APPEND | os.O_TRUNC))  # FUSE writes carry offsets
+            # FUSE writes carry their offsets (no O_APPEND); the undo log reads what a write replaces
+            flags &= ~(os.O_APPEND | os.O_TRUNC)
+            if flags & os.O_ACCMODE == os.O_WRONLY:
+                flags = (flags & ~os.O_ACCMODE) | os.O_RDWR
+            fd = os.open(self._full(path), flags)
             self.paths[fd] = self._key(path)
             if flags & os.O_TRUNC:
                 with undo.lock:

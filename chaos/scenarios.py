@@ -215,7 +215,9 @@ async def corrupt_minority(ctx: Context) -> None:
         victim = ctx.rng.choice(ctx.cluster.members)
         node = ctx.cluster.nodes[victim]
         await ctx.cluster.kill([victim])
-        kind, mode = ctx.rng.choice(sorted(corrupt.KINDS)), ctx.rng.choice(corrupt.MODES)
+        kinds = [kind for kind in sorted(corrupt.KINDS) if corrupt.files_of(node.data_dir, kind)]
+        modes = [mode for mode in corrupt.MODES if mode != "rollback" or victim in older]
+        kind, mode = ctx.rng.choice(kinds), ctx.rng.choice(modes)
         copy = node.home / "older"
         done = await asyncio.to_thread(corrupt.damage, node.data_dir, kind, mode, ctx.rng, older.get(victim))
         await asyncio.to_thread(corrupt.keep_copy, node.data_dir, copy)
@@ -278,4 +280,5 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
 ]}
 
 # The CI subset: fixed seeds, about a minute each, gating.
-CI = [("kill-leader", 1), ("pause-leader", 2), ("partition-leader", 3), ("kill-all", 4)]
+CI = [("kill-leader", 1), ("pause-leader", 2), ("partition-leader", 3), ("kill-all", 4), ("power-loss-one", 5),
+      ("corrupt-minority", 6)]
