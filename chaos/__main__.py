@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from chaos import history, net
+from chaos import cleanup, history
 from chaos.checker import check
 from chaos.report import RunResult, details, table
 from chaos.runner import run
@@ -81,8 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{scenario.name:20} {scenario.nodes} nodes  {scenario.doc}")
         return 0
     if args.command == "cleanup":
-        print("deleted:", " ".join(net.cleanup()) or "nothing")
-        return 0
+        return cleanup.main()
     if args.command == "check":
         verdict = check(history.read(args.history))
         return _report([RunResult("(history)", 0, verdict, 0.0, str(args.history.parent))], args.table)

@@ -6,7 +6,8 @@ priority name from the ``mq9-priority`` header and the payload (the producer's u
 What is checked, and what counts as what:
 
 - **lost**: an acknowledged send (``ok``), never the target of a delete that may have happened,
-  absent from a node's final state. Counted once per message, and once per node that lacks it;
+  absent from a node's final state (unless its mailbox's TTL, counted by a true clock from the
+  create's invocation, may have run out before the final reads). Counted once per message, and once per node that lacks it;
   per producer process it is a *prefix* (no kept acknowledged send of that process before it),
   *postfix* (none after it) or *middle* loss.
 - **phantom**: a uid delivered anywhere that no send ever carried.
@@ -96,13 +97,21 @@ def deleted_uids(ops: Iterable[Operation], maybe: bool) -> dict[str, Operation]:
     return {op.value["uid"]: op for op in ops if op.f == "delete" and op.type in kinds}
 
 
-def check_lost(sends: Sends, deletes: dict[str, Operation], states: dict[str, dict], verdict: Verdict) -> None:
-    """Lost acknowledged messages, per node and per producer position."""
+def expiries(ops: Iterable[Operation]) -> dict[str, float]:
+    """Mailbox -> the earliest run time at which its TTL may have removed it (by a true clock)."""
+    return {op.value["mailbox"]: op.start + op.value["ttl"] for op in ops
+            if op.f == "create" and op.type == "ok" and op.value.get("ttl")}
+
+
+def check_lost(sends: Sends, deletes: dict[str, Operation], states: dict[str, dict], verdict: Verdict,
+               expire: dict[str, float] | None = None, read_at: float = float("inf")) -> None:
+    """Lost acknowledged messages, per node and per producer position (expired mailboxes aside)."""
     present = {node: {d[2] for deliveries in state.values() for d in deliveries} for node, state in states.items()}
     by_node: Counter[str] = Counter()
     lost: set[str] = set()
+    expire = expire or {}
     for uid, op in sends.acked().items():
-        if uid in deletes:
+        if uid in deletes or expire.get(op.value["mailbox"], float("inf")) <= read_at:
             continue
         for node, uids in present.items():
             if uid not in uids:
@@ -344,10 +353,10 @@ def check_divergence(states: dict[str, dict], verdict: Verdict) -> None:
     verdict.counts.update(divergence=diverged, nodes_compared=len(nodes))
 
 
-def check_creates(ops: Iterable[Operation], states: dict[str, dict], verdict: Verdict) -> None:
+def check_creates(ops: Iterable[Operation], states: dict[str, dict], verdict: Verdict, read_at: float) -> None:
     invisible = 0
     for op in ops:
-        if op.f == "create" and op.type == "ok":
+        if op.f == "create" and op.type == "ok" and not (op.value.get("ttl") and op.start + op.value["ttl"] <= read_at):
             for node, state in states.items():
                 if op.value["mailbox"] not in state:
                     invisible += 1
@@ -405,7 +414,8 @@ def check(history: list[Entry], gap: float = 1.0, failover_limit: float = 5.0) -
     states = final_states(ops)
     verdict = Verdict()
     summarize_ops(ops, verdict)
-    check_lost(sends, deleted_uids(ops, maybe=True), states, verdict)
+    read_at = min((op.start for op in ops if op.f == "final-read"), default=float("inf"))
+    check_lost(sends, deleted_uids(ops, maybe=True), states, verdict, expiries(ops), read_at)
     check_phantoms_and_numbers(ops, sends, verdict)
     check_read_duplicates(ops, verdict)
     check_queue_group(ops, verdict)
@@ -413,7 +423,7 @@ def check(history: list[Entry], gap: float = 1.0, failover_limit: float = 5.0) -
     check_replays(history, ops, sends, verdict)
     check_minority(history, ops, verdict)
     check_divergence(states, verdict)
-    check_creates(ops, states, verdict)
+    check_creates(ops, states, verdict, read_at)
     check_times(history, sends, verdict, gap, failover_limit)
     if not states:
         verdict.counts["no_final_read"] = 1

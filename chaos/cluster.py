@@ -47,13 +47,13 @@ class ChaosCluster:
     """``size`` nodes, one per namespace of ``net``, data under ``run_dir``."""
 
     def __init__(self, net: Network, run_dir: Path, recorder: Recorder, extra_args: list[str] | None = None,
-                 power: bool = False) -> None:
+                 power: bool = False, clock: bool = False) -> None:
         self.net = net
         self.run_dir = run_dir
         self.rec = recorder
         self.nodes: dict[str, Node] = {
             name: Node(name, net.node_ns[name], net.addresses[name], run_dir / "nodes" / name, list(extra_args or []),
-                       power=power)
+                       power=power, clock=clock)
             for name in net.names
         }
         self.members = list(self.nodes)  # Raft members (changes with leave/join)
@@ -212,13 +212,28 @@ class ChaosCluster:
         for name in self.up():
             self.recoveries.append(asyncio.ensure_future(self._measure_recovery(name, time.monotonic())))
 
+    async def skew_clock(self, name: str, spec: str) -> None:
+        """Offset and/or rate of one node's wall clock (libfaketime spec, ``+0 x1`` is true time)."""
+        self.nodes[name].set_clock(spec)
+        self.rec.fault("clock", {"nodes": [name], "spec": spec})
+
     async def rebuild(self, name: str) -> None:
         """The operator's answer to a node that refuses its data: leave, wipe, join again."""
-        seed = next(self.nodes[n].raft_addr for n in self.up() if n != name)
         node = self.nodes[name]
         node.kill()
-        left = await asyncio.to_thread(admin_command, "leave", "--raft-addr", node.raft_addr, "--seed", seed)
-        self.rec.fault("leave", {"nodes": [name], "rc": left.returncode, "out": (left.stdout + left.stderr)[-300:]})
+        deadline = time.monotonic() + 60
+        while True:  # wiping a node that is still a member would be the operator's data loss
+            leader = await self.leader()
+            seed = self.nodes[leader if leader and leader != name else
+                              next(n for n in self.members if n != name)].raft_addr
+            left = await asyncio.to_thread(admin_command, "leave", "--raft-addr", node.raft_addr, "--seed", seed)
+            self.rec.fault("leave", {"nodes": [name], "seed": seed, "rc": left.returncode,
+                                     "out": (left.stdout + left.stderr)[-300:]})
+            if left.returncode == 0:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} could not leave the cluster: {left.stderr[-300:]}")
+            await asyncio.sleep(1.0)
         await asyncio.to_thread(shutil.rmtree, node.data_dir, True)
         self.rec.fault("wipe", {"nodes": [name]})
         self.rec.fault("join", {"nodes": [name], "seed": seed})
@@ -245,6 +260,9 @@ class ChaosCluster:
     async def heal_everything(self, timeout: float = 60.0) -> None:
         """Heal the network, resume and start every member, wait until all applied the same index."""
         await self.heal()
+        for name, node in self.nodes.items():
+            if node.clock and node.clock_file.read_text().strip() != "+0 x1":
+                await self.skew_clock(name, "+0 x1")
         await self.resume([n for n in self.members if self.nodes[n].paused])
         self.note_exits()
         await self.start([n for n in self.members if not self.nodes[n].running])

@@ -24,6 +24,7 @@ log = logging.getLogger("chaos.nodes")
 CLIENT_PORT = 4222
 HTTP_PORT = 8222
 RAFT_PORT = 7222
+FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"  # Debian's libfaketime
 
 
 def broker_command() -> list[str]:
@@ -41,12 +42,12 @@ class Node:
     address: str
     home: Path  # the node's directory in the run directory
     extra_args: list[str] = field(default_factory=list)
-    wrapper: list[str] = field(default_factory=list)  # e.g. faketime, prepended to the command
     power: bool = False  # data dir on a power-loss filesystem (see powerfs.py)
     proc: subprocess.Popen | None = None
     paused: bool = False
     starts: int = 0
     fs: subprocess.Popen | None = None  # the powerfs daemon while mounted
+    clock: bool = False  # wall clock through libfaketime, set by writing ``clock_file``
 
     @property
     def data_dir(self) -> Path:
@@ -56,6 +57,24 @@ class Node:
     def backing_dir(self) -> Path:
         """Where the power-loss filesystem keeps the data dir's files."""
         return self.home / "backing"
+
+    @property
+    def clock_file(self) -> Path:
+        """libfaketime's FAKETIME_TIMESTAMP_FILE: an offset and rate such as ``+10m x1``."""
+        return self.home / "faketime.rc"
+
+    def clock_wrapper(self) -> list[str]:
+        """``env`` that preloads libfaketime for the wall clock only (monotonic time is left alone)."""
+        if not self.clock:
+            return []
+        if not self.clock_file.exists():
+            self.clock_file.write_text("+0 x1\n")
+        return ["env", f"LD_PRELOAD={FAKETIME_LIB}", f"FAKETIME_TIMESTAMP_FILE={self.clock_file.resolve()}",
+                "FAKETIME_CACHE_DURATION=1", "FAKETIME_DONT_FAKE_MONOTONIC=1"]
+
+    def set_clock(self, spec: str) -> None:
+        """Offset and rate of this node's wall clock from now on (read within a second)."""
+        self.clock_file.write_text(spec + "\n")
 
     @property
     def raft_addr(self) -> str:
@@ -80,7 +99,8 @@ class Node:
             subcommand, args = "start", [*args, "--peers", ",".join(peers)]
         else:
             subcommand, args = "join", [*args, "--seed", seed]
-        return ["ip", "netns", "exec", self.ns, *self.wrapper, *broker_command(), subcommand, *args, *self.extra_args]
+        return ["ip", "netns", "exec", self.ns, *self.clock_wrapper(), *broker_command(), subcommand, *args,
+                *self.extra_args]
 
     def spawn(self, peers: list[str], seed: str | None = None) -> None:
         """Start the process (without waiting for it to listen); with ``seed``, as ``mq9cluster join``."""

@@ -64,7 +64,8 @@ def run(scenario: Scenario, seed: int, base: Path) -> RunResult:
     names = [f"n{i + 1}" for i in range(scenario.nodes)]
     error = None
     with Network(names) as net:
-        cluster = ChaosCluster(net, run_dir, recorder, list(scenario.extra_args), power=scenario.power)
+        cluster = ChaosCluster(net, run_dir, recorder, list(scenario.extra_args), power=scenario.power,
+                               clock=scenario.clock)
         net.enter_client_ns()
         try:
             asyncio.run(drive(scenario, seed, cluster, recorder))

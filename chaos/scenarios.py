@@ -58,6 +58,7 @@ class Scenario:
     # the *-compacting scenarios take snapshots every 500 entries and show what that costs.
     extra_args: tuple[str, ...] = ("--raft-snapshot-entries", "100000000")
     power: bool = False  # data dirs on the power-loss filesystem
+    clock: bool = False  # wall clocks through libfaketime
 
 
 # -- nemeses -------------------------------------------------------------------------------------
@@ -238,6 +239,46 @@ async def rebuild_refusers(ctx: Context) -> None:
         await ctx.cluster.rebuild(name)
 
 
+CLOCK_FAULTS = ("+10m", "-10m", "+2h", "-1h", "+0 x3", "+0 x0,3", "+30 x2")
+
+
+async def clock_skew(ctx: Context) -> None:
+    """One node's wall clock jumps or runs fast or slow (the leader's, half of the time)."""
+    while await ctx.hold(2, 5):
+        victim = await ctx.leader() if ctx.rng.random() < 0.5 else ctx.rng.choice(ctx.cluster.members)
+        await ctx.cluster.skew_clock(victim, ctx.rng.choice(CLOCK_FAULTS))
+        await ctx.hold(4, 8)
+        await ctx.cluster.skew_clock(victim, "+0 x1")
+        if ctx.rng.random() < 0.5:  # and a leader change while it is off
+            leader = await ctx.leader()
+            await ctx.cluster.kill([leader])
+            await ctx.hold(1, 3)
+            await ctx.cluster.start([leader])
+
+
+async def membership_under_faults(ctx: Context) -> None:
+    """A member leaves, is wiped and joins again while another member is paused or cut off."""
+    while await ctx.hold(3, 6):
+        victim = ctx.rng.choice(ctx.cluster.members)
+        other = ctx.rng.choice(ctx.others(victim))
+        fault = ctx.rng.choice(["pause", "partition", "kill", "none"])
+        if fault == "pause":
+            await ctx.cluster.pause([other])
+        elif fault == "partition":
+            await ctx.cluster.partition([other], ctx.others(other))
+        elif fault == "kill":
+            await ctx.cluster.kill([other])
+        rebuilding = asyncio.ensure_future(ctx.cluster.rebuild(victim))
+        await ctx.hold(1, 4)
+        if fault == "pause":
+            await ctx.cluster.resume([other])
+        elif fault == "partition":
+            await ctx.cluster.heal()
+        elif fault == "kill":
+            await ctx.cluster.start([other])
+        await rebuilding
+
+
 async def mixed(ctx: Context) -> None:
     """A random fault at a time, drawn from all of the above."""
     kinds = [kill_leader, kill_random_minority, pause_leader, partition_leader, partition_random_halves,
@@ -275,6 +316,12 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              "RocksDB SST/WAL/MANIFEST), restart; rebuild it if it refuses"),
     Scenario("corrupt-minority-compacting", corrupt_minority, "corrupt-minority with a snapshot every 500 entries",
              extra_args=("--raft-snapshot-entries", "500")),
+    Scenario("clock-skew", clock_skew, "one node's wall clock off by minutes to hours, or 0.3x-3x fast (libfaketime)",
+             clock=True),
+    Scenario("membership", membership_under_faults,
+             "leave + wipe + join of one member while another is paused, cut off or killed"),
+    Scenario("kill-minority-5", kill_random_minority, "kill -9 up to two of five nodes, restart", nodes=5),
+    Scenario("partition-halves-5", partition_random_halves, "majority/minority partitions of five nodes", nodes=5),
     Scenario("mixed", mixed, "random mix of kills, pauses and partitions", duration=60.0),
     Scenario("mixed-5", mixed, "random mix of kills, pauses and partitions on five nodes", nodes=5, duration=60.0),
 ]}

@@ -51,6 +51,7 @@ class WorkloadConfig:
     workers: int = 3
     work_for: tuple[float, float] = (3.0, 8.0)  # a worker stays on one node this long
     jobs_share: float = 0.2  # share of sends to the queue group's public mailbox
+    mailbox_ttl: int = 600  # some mailboxes expire, though never within a run by a true clock
     request_timeout: float = 12.0  # beyond the broker's 10 s retry budget
     connect_timeout: float = 1.0
 
@@ -117,8 +118,9 @@ class Workload:
 
     async def create(self, process: str, public: bool = False) -> None:
         node = self.pick_node()
-        body = {"public": True, "name": JOBS} if public else {}
-        invoked = self.rec.invoke(process, "create", node, {"public": public})
+        ttl = 0 if public or self.rng.random() < 0.6 else self.cfg.mailbox_ttl
+        body = {"public": True, "name": JOBS} if public else {"ttl": ttl}
+        invoked = self.rec.invoke(process, "create", node, {"public": public, "ttl": ttl})
         nc = await self.connect(node)
         try:
             type_, value = await self.request(nc, invoked, "$mq9.AI.MAILBOX.CREATE", json.dumps(body).encode(),

@@ -251,3 +251,14 @@ def test_unavailability_and_failover_from_acknowledgement_times() -> None:
 
 def test_a_history_without_final_reads_cannot_pass() -> None:
     assert "no_final_read" in check(three_sends().entries).failed_gates()
+
+
+def test_messages_of_a_mailbox_whose_ttl_ran_out_may_be_gone() -> None:
+    def history(ttl: int) -> H:
+        h = H().at(0.5).invoke("c", "create", "n1", ttl=ttl).at(0.8).done("c", mailbox="a")
+        h.send(1, 2, "p0-1", 1)
+        return h.final(10, "n1", {})
+
+    assert check(history(5).entries).valid  # expired by 5.5, read at 10
+    early = check(history(60).entries)
+    assert early.counts["lost"] == 1 and early.counts["invisible_creates"] == 1

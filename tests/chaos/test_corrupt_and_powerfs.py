@@ -99,3 +99,15 @@ def test_a_renamed_file_keeps_its_undo_record(tmp_path: Path) -> None:
     log.renamed("tmp", "final")
     log.play_back(tmp_path)
     assert (tmp_path / "final").read_bytes() == b""  # renamed but never fsynced
+
+
+def test_cleanup_finds_only_mounts_below_a_runs_directory() -> None:
+    from chaos.cleanup import leftover_mounts
+
+    info = "\n".join([
+        "27 1 254:0 / / rw,relatime - ext4 /dev/vda rw",
+        "40 27 0:50 / /work/x/.chaos-runs/r1/nodes rw - ext4 /dev/vda rw",
+        "41 40 0:51 / /work/x/.chaos-runs/r1/nodes/n1/data rw - fuse PowerLossFS rw",
+        "42 27 0:52 / /work/other/data rw - fuse something rw",
+    ])
+    assert leftover_mounts(info) == ["/work/x/.chaos-runs/r1/nodes/n1/data", "/work/x/.chaos-runs/r1/nodes"]
