@@ -69,6 +69,10 @@ class ChaosCluster:
     def peers(self) -> list[str]:
         return [self.nodes[name].raft_addr for name in self.members]
 
+    @property
+    def routes(self) -> list[str]:
+        return [self.nodes[name].route_addr for name in self.members]
+
     def urls(self) -> dict[str, str]:
         return {name: self.nodes[name].url for name in self.members}
 
@@ -129,7 +133,7 @@ class ChaosCluster:
 
     async def start_all(self) -> None:
         for name in self.members:
-            self.nodes[name].spawn(self.peers)
+            self.nodes[name].spawn(self.peers, self.routes)
         for name in self.members:
             await self.wait_listening(name)
         await self.wait_leader()
@@ -173,7 +177,7 @@ class ChaosCluster:
         self.note_exits()
         self.rec.fault("start", {"nodes": names})
         for name in names:
-            self.nodes[name].spawn(self.peers)
+            self.nodes[name].spawn(self.peers, self.routes)
         for name in names:
             if await self.wait_listening(name) and measure:
                 self.recoveries.append(asyncio.ensure_future(self._measure_recovery(name, time.monotonic())))
@@ -237,7 +241,7 @@ class ChaosCluster:
         await asyncio.to_thread(shutil.rmtree, node.data_dir, True)
         self.rec.fault("wipe", {"nodes": [name]})
         self.rec.fault("join", {"nodes": [name], "seed": seed})
-        node.spawn(self.peers, seed=seed)
+        node.spawn(self.peers, self.routes, seed=seed)
         if await self.wait_listening(name):
             self.recoveries.append(asyncio.ensure_future(self._measure_recovery(name, time.monotonic())))
 

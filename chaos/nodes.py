@@ -24,6 +24,7 @@ log = logging.getLogger("chaos.nodes")
 CLIENT_PORT = 4222
 HTTP_PORT = 8222
 RAFT_PORT = 7222
+ROUTE_PORT = 6222
 FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"  # Debian's libfaketime
 
 
@@ -81,6 +82,10 @@ class Node:
         return f"{self.address}:{RAFT_PORT}"
 
     @property
+    def route_addr(self) -> str:
+        return f"{self.address}:{ROUTE_PORT}"
+
+    @property
     def url(self) -> str:
         return f"nats://{self.address}:{CLIENT_PORT}"
 
@@ -92,9 +97,10 @@ class Node:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def command(self, peers: list[str], seed: str | None = None) -> list[str]:
+    def command(self, peers: list[str], routes: list[str], seed: str | None = None) -> list[str]:
         args = ["-a", self.address, "-p", str(CLIENT_PORT), "-m", str(HTTP_PORT), "--data-dir", str(self.data_dir),
                 "--raft-addr", self.raft_addr, "--node-id", self.name]
+        args += ["--cluster", self.route_addr, "--routes", ",".join(routes)]
         if seed is None:
             subcommand, args = "start", [*args, "--peers", ",".join(peers)]
         else:
@@ -102,7 +108,7 @@ class Node:
         return ["ip", "netns", "exec", self.ns, *self.clock_wrapper(), *broker_command(), subcommand, *args,
                 *self.extra_args]
 
-    def spawn(self, peers: list[str], seed: str | None = None) -> None:
+    def spawn(self, peers: list[str], routes: list[str], seed: str | None = None) -> None:
         """Start the process (without waiting for it to listen); with ``seed``, as ``mq9cluster join``."""
         if self.proc is not None and self.proc.poll() is not None:
             self.proc = None  # it exited on its own; the cluster recorded that
@@ -114,7 +120,7 @@ class Node:
         with self.log_path.open("ab") as out:
             out.write(f"\n==== chaos: start #{self.starts} at {time.strftime('%H:%M:%S')} ====\n".encode())
             out.flush()
-            self.proc = subprocess.Popen(self.command(peers, seed), stdin=subprocess.DEVNULL, stdout=out,
+            self.proc = subprocess.Popen(self.command(peers, routes, seed), stdin=subprocess.DEVNULL, stdout=out,
                                          stderr=subprocess.STDOUT, start_new_session=True)
         self.paused = False
 
