@@ -25,7 +25,7 @@ CLIENT_PORT = 4222
 HTTP_PORT = 8222
 RAFT_PORT = 7222
 ROUTE_PORT = 6222
-FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"  # Debian's libfaketime
+CLOCK_SHIM = Path(__file__).resolve().parent / "clockshim"
 
 
 def broker_command() -> list[str]:
@@ -48,7 +48,7 @@ class Node:
     paused: bool = False
     starts: int = 0
     fs: subprocess.Popen | None = None  # the powerfs daemon while mounted
-    clock: bool = False  # wall clock through libfaketime, set by writing ``clock_file``
+    clock: bool = False  # wall clock through the clock shim, set by writing ``clock_file``
 
     @property
     def data_dir(self) -> Path:
@@ -61,17 +61,16 @@ class Node:
 
     @property
     def clock_file(self) -> Path:
-        """libfaketime's FAKETIME_TIMESTAMP_FILE: an offset and rate such as ``+10m x1``."""
-        return self.home / "faketime.rc"
+        """The clock shim's spec: an offset and rate such as ``+10m x1`` (see clockshim/sitecustomize.py)."""
+        return self.home / "clock.spec"
 
     def clock_wrapper(self) -> list[str]:
-        """``env`` that preloads libfaketime for the wall clock only (monotonic time is left alone)."""
+        """``env`` that loads the wall-clock shim (``clockshim/sitecustomize.py``); monotonic time is left alone."""
         if not self.clock:
             return []
         if not self.clock_file.exists():
             self.clock_file.write_text("+0 x1\n")
-        return ["env", f"LD_PRELOAD={FAKETIME_LIB}", f"FAKETIME_TIMESTAMP_FILE={self.clock_file.resolve()}",
-                "FAKETIME_CACHE_DURATION=1", "FAKETIME_DONT_FAKE_MONOTONIC=1"]
+        return ["env", f"PYTHONPATH={CLOCK_SHIM}", f"MQ9_CHAOS_CLOCK={self.clock_file.resolve()}"]
 
     def set_clock(self, spec: str) -> None:
         """Offset and rate of this node's wall clock from now on (read within a second)."""

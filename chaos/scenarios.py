@@ -58,7 +58,7 @@ class Scenario:
     # the *-compacting scenarios take snapshots every 500 entries and show what that costs.
     extra_args: tuple[str, ...] = ("--raft-snapshot-entries", "100000000")
     power: bool = False  # data dirs on the power-loss filesystem
-    clock: bool = False  # wall clocks through libfaketime
+    clock: bool = False  # wall clocks through the clock shim (clockshim/)
 
 
 # -- nemeses -------------------------------------------------------------------------------------
@@ -316,7 +316,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              "RocksDB SST/WAL/MANIFEST), restart; rebuild it if it refuses"),
     Scenario("corrupt-minority-compacting", corrupt_minority, "corrupt-minority with a snapshot every 500 entries",
              extra_args=("--raft-snapshot-entries", "500")),
-    Scenario("clock-skew", clock_skew, "one node's wall clock off by minutes to hours, or 0.3x-3x fast (libfaketime)",
+    Scenario("clock-skew", clock_skew, "one node's wall clock off by minutes to hours, or 0.3x-3x fast (clock shim)",
              clock=True),
     Scenario("membership", membership_under_faults,
              "leave + wipe + join of one member while another is paused, cut off or killed"),
