@@ -3,6 +3,7 @@
     python -m chaos list
     python -m chaos run kill-leader --seed 1 [--duration 30]
     python -m chaos ci                       # the gating subset (make chaos)
+    python -m chaos all --seed 1 --duration 25   # every scenario once
     python -m chaos soak --minutes 30        # random scenarios and seeds (make soak)
     python -m chaos check RUN_DIR/history.jsonl
     python -m chaos cleanup                  # namespaces left by killed runs
@@ -66,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     one.add_argument("--seed", type=int, default=1)
     one.add_argument("--duration", type=float)
     sub.add_parser("ci")
+    every = sub.add_parser("all", help="every scenario once")
+    every.add_argument("--seed", type=int, default=1)
+    every.add_argument("--duration", type=float)
     soak = sub.add_parser("soak")
     soak.add_argument("--minutes", type=float, default=30.0)
     soak.add_argument("--seed", type=int, default=int(time.time()))
@@ -93,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         return _report([_run_one(args.scenario, args.seed, args.base, args.duration)], args.table)
     if args.command == "ci":
         return _report([_run_one(name, seed, args.base, None) for name, seed in CI], args.table)
+    if args.command == "all":
+        return _report([_run_one(name, args.seed, args.base, args.duration) for name in SCENARIOS], args.table)
     rng = random.Random(args.seed)
     results = []
     end = time.monotonic() + args.minutes * 60

@@ -12,6 +12,8 @@ What is checked, and what counts as what:
   *postfix* (none after it) or *middle* loss.
 - **phantom**: a uid delivered anywhere that no send ever carried.
 - **recovered**: an unknown send (``info``) that is in the final state (fine either way).
+- **failed present**: a send the broker answered with a definite failure (``fail``: "not
+  committed", "does not exist") that was stored all the same.
 - **returned delete**: an acknowledged delete whose message is in a final state or in a replay
   that began after the delete was acknowledged.
 - **duplicate**: one uid or msg_id twice in one replay or final read, or one uid stored under
@@ -43,7 +45,7 @@ from typing import Any
 from chaos.history import Entry, Operation, faults, operations
 
 PRIORITY_RANK = {"critical": 0, "urgent": 1, "high": 1, "normal": 2, "low": 3}
-GATES = ("lost", "phantom", "returned_deletes", "duplicates", "inversions", "stale_replays",
+GATES = ("lost", "phantom", "failed_present", "returned_deletes", "duplicates", "inversions", "stale_replays",
          "minority_acks", "divergence", "invisible_creates", "misnumbered", "queue_duplicates",
          "slow_failovers", "no_final_read", "nodes_exited", "run_error")
 
@@ -174,7 +176,11 @@ def check_phantoms_and_numbers(ops: list[Operation], sends: Sends, verdict: Verd
     for uid in twice:
         verdict.note("duplicates", {"uid": uid, "stored_as": sorted(ids_of[uid])})
     recovered = sum(1 for uid, op in sends.by_uid.items() if op.type == "info" and uid in ids_of)
-    verdict.counts.update(phantom=len(phantom), misnumbered=len(misnumbered), recovered=recovered)
+    failed_present = [uid for uid, op in sends.by_uid.items() if op.type == "fail" and uid in ids_of]
+    for uid in failed_present[:10]:
+        verdict.note("failed_present", {"uid": uid, "error": sends.by_uid[uid].value.get("error")})
+    verdict.counts.update(phantom=len(phantom), misnumbered=len(misnumbered), recovered=recovered,
+                          failed_present=len(failed_present))
     verdict.counts["duplicates"] = verdict.counts.get("duplicates", 0) + len(twice)
 
 

@@ -30,7 +30,7 @@ def _by(counts: dict[str, int]) -> str:
     return " ".join(f"{k}:{v}" for k, v in shown.items()) or "0"
 
 
-COLUMNS = ["scenario", "seed", "attempted", "acked", "unknown", "recovered", "lost", "lost by kind", "lost by node",
+COLUMNS = ["scenario", "seed", "attempted", "acked", "refused", "unknown", "recovered", "lost", "lost by kind", "lost by node",
            "phantom", "returned deletes", "duplicates", "inversions", "stale replays", "minority acks",
            "divergence", "queue dups", "unavail. total s", "longest s", "failover max s", "recovery max s",
            "verdict"]
@@ -41,7 +41,7 @@ def row(result: RunResult) -> list[str]:
     lost = c.get("lost", 0)
     return [
         result.scenario, str(result.seed), str(c.get("attempted", 0)), str(c.get("acknowledged", 0)),
-        str(c.get("unknown", 0)), str(c.get("recovered", 0)), str(lost),
+        str(c.get("failed", 0)), str(c.get("unknown", 0)), str(c.get("recovered", 0)), str(lost),
         _by(c.get("lost_by_kind", {})) if lost else "-", _by(c.get("lost_by_node", {})) if lost else "-",
         str(c.get("phantom", 0)), str(c.get("returned_deletes", 0)), str(c.get("duplicates", 0)),
         str(c.get("inversions", 0)), str(c.get("stale_replays", 0)), str(c.get("minority_acks", 0)),

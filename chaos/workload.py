@@ -326,8 +326,10 @@ async def _ignore(error: Exception) -> None:
 
 
 def _definite(error: str) -> bool:
-    """Errors that are the state machine's answer, so the operation was not applied."""
-    return "does not exist" in error or "no message" in error
+    """Errors that say the operation was not applied: the state machine's own answer, or the
+    broker's "not committed: ..." (it knows the entry is not in the log; "outcome unknown" is
+    its word for a time-out or a lost leader, which may still commit)."""
+    return "does not exist" in error or error.startswith("not committed:")
 
 
 def _judge_send(answer: dict) -> tuple[str, dict]:
@@ -340,7 +342,8 @@ def _judge_send(answer: dict) -> tuple[str, dict]:
 def _judge_create(answer: dict) -> tuple[str, dict]:
     if "mail_address" in answer:
         return "ok", {"mailbox": answer["mail_address"]}
-    return "info", {"error": str(answer.get("error"))}
+    error = str(answer.get("error"))
+    return ("fail" if error.startswith("not committed:") else "info"), {"error": error}
 
 
 def _judge_delete(answer: dict) -> tuple[str, dict]:

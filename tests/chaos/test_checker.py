@@ -262,3 +262,19 @@ def test_messages_of_a_mailbox_whose_ttl_ran_out_may_be_gone() -> None:
     assert check(history(5).entries).valid  # expired by 5.5, read at 10
     early = check(history(60).entries)
     assert early.counts["lost"] == 1 and early.counts["invisible_creates"] == 1
+
+
+def test_a_send_refused_as_not_committed_must_not_be_stored() -> None:
+    h = three_sends().send(5, 6, "p1-1", None, type_="fail")
+    assert check(h.final(10, "n1", FULL).entries).valid
+    stored = check(h.final(11, "n2", {"a": FULL["a"] + [[4, "normal", "p1-1"]]}).entries)
+    assert stored.counts["failed_present"] == 1 and "failed_present" in stored.failed_gates()
+
+
+def test_the_workload_tells_definite_failures_from_unknown_outcomes() -> None:
+    from chaos.workload import _judge_send
+
+    assert _judge_send({"msg_id": 3}) == ("ok", {"msg_id": 3})
+    assert _judge_send({"error": "not committed: no leader known for 1.0 s; retry"})[0] == "fail"
+    assert _judge_send({"error": "mailbox a does not exist"})[0] == "fail"
+    assert _judge_send({"error": "outcome unknown, it may still be committed: timed out; retry"})[0] == "info"
