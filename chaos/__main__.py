@@ -6,6 +6,7 @@
     python -m chaos all --seed 1 --duration 25   # every scenario once
     python -m chaos soak --minutes 30        # random scenarios and seeds (make soak)
     python -m chaos check RUN_DIR/history.jsonl
+    python -m chaos corruption .chaos-runs/*corrupt*/history.jsonl
     python -m chaos cleanup                  # namespaces left by killed runs
 
 Exit status 0 only if every run passed every gate.
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from chaos import cleanup, history
 from chaos.checker import check
-from chaos.report import RunResult, details, table
+from chaos.report import RunResult, corruption_outcomes, corruption_table, details, table
 from chaos.runner import run
 from chaos.scenarios import CI, SCENARIOS
 
@@ -76,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     again = sub.add_parser("check")
     again.add_argument("history", type=Path)
     sub.add_parser("cleanup")
+    damage = sub.add_parser("corruption", help="what corrupted nodes did, over several runs")
+    damage.add_argument("histories", type=Path, nargs="+")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -87,8 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "cleanup":
         return cleanup.main()
     if args.command == "check":
-        verdict = check(history.read(args.history))
-        return _report([RunResult("(history)", 0, verdict, 0.0, str(args.history.parent))], args.table)
+        entries = history.read(args.history)
+        outcomes = corruption_outcomes(entries)
+        if outcomes:
+            print(corruption_table(outcomes))
+        return _report([RunResult("(history)", 0, check(entries), 0.0, str(args.history.parent))], args.table)
+    if args.command == "corruption":
+        print(corruption_table(o for path in args.histories for o in corruption_outcomes(history.read(path))))
+        return 0
     if os.geteuid() != 0:
         print("chaos runs need root (network namespaces, iptables, FUSE)", file=sys.stderr)
         return 2

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chaos.checker import Verdict
+from chaos.history import Entry, faults
 
 
 @dataclass(frozen=True)
@@ -64,3 +65,35 @@ def details(result: RunResult) -> str:
         out.append(f"  {kind}:")
         out += [f"    {example}" for example in examples]
     return "\n".join(out)
+
+
+def corruption_outcomes(history: Iterable[Entry]) -> list[tuple[str, str, str]]:
+    """(kind, mode, outcome) per corruption of a history: ``refused`` if the node then stopped
+    on its data (detected), ``started`` if it went on serving (its final state is then judged
+    with the others'), ``nothing`` if there was no such file to damage."""
+    out: list[tuple[str, str, str]] = []
+    pending: dict[str, int] = {}
+    for entry in faults(history):
+        value = entry["value"] or {}
+        node = (value.get("nodes") or [None])[0]
+        if entry["f"] == "corrupt":
+            outcome = "started" if value.get("done") else "nothing"
+            pending[node] = len(out)
+            out.append((value["kind"], value["mode"], outcome))
+        elif entry["f"] == "refused" and node in pending:
+            i = pending.pop(node)
+            out[i] = (out[i][0], out[i][1], "refused")
+    return out
+
+
+def corruption_table(outcomes: Iterable[tuple[str, str, str]]) -> str:
+    """Counts of each outcome per damaged kind of file and mode."""
+    counts: dict[tuple[str, str], dict[str, int]] = {}
+    for kind, mode, outcome in outcomes:
+        counts.setdefault((kind, mode), {}).setdefault(outcome, 0)
+        counts[(kind, mode)][outcome] += 1
+    lines = ["| file | damage | refused (detected) | started (judged by the gates) | no such file yet |",
+             "|---|---|---|---|---|"]
+    for (kind, mode), c in sorted(counts.items()):
+        lines.append(f"| {kind} | {mode} | {c.get('refused', 0)} | {c.get('started', 0)} | {c.get('nothing', 0)} |")
+    return "\n".join(lines)

@@ -278,3 +278,14 @@ def test_the_workload_tells_definite_failures_from_unknown_outcomes() -> None:
     assert _judge_send({"error": "not committed: no leader known for 1.0 s; retry"})[0] == "fail"
     assert _judge_send({"error": "mailbox a does not exist"})[0] == "fail"
     assert _judge_send({"error": "outcome unknown, it may still be committed: timed out; retry"})[0] == "info"
+
+
+def test_corruption_outcomes_tell_refusals_from_nodes_that_went_on() -> None:
+    from chaos.report import corruption_outcomes
+
+    h = H().fault(1, "corrupt", nodes=["n2"], kind="journal", mode="bitflip", done={"file": "raft/journal"})
+    h.fault(2, "refused", nodes=["n2"], why="JournalCorrupt")
+    h.fault(3, "corrupt", nodes=["n1"], kind="wal", mode="truncate", done={"file": "store/000009.log"})
+    h.fault(4, "corrupt", nodes=["n3"], kind="sst", mode="bitflip", done=None)
+    assert corruption_outcomes(h.entries) == [("journal", "bitflip", "refused"), ("wal", "truncate", "started"),
+                                              ("sst", "bitflip", "nothing")]
