@@ -139,12 +139,20 @@ class ChaosCluster:
         await self.wait_leader()
 
     def stop_all(self) -> None:
+        """Stop every node and unmount its filesystem; one that fails does not spare the others."""
+        errors = []
         for node in self.nodes.values():
             node.stop()
-            node.unmount(power_lost=False)
+        for node in self.nodes.values():
+            try:
+                node.unmount(power_lost=False)
+            except RuntimeError as exc:
+                errors.append(exc)
         if self.shared_mount is not None:
             subprocess.run(["umount", "-R", str(self.shared_mount)], check=False, capture_output=True)
             self.shared_mount = None
+        if errors:
+            raise errors[0]
 
     # -- faults --------------------------------------------------------------------------------
 

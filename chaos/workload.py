@@ -83,10 +83,11 @@ class Workload:
         return self.rng.choice(sorted(self.urls))
 
     async def connect(self, node: str) -> Client | None:
-        try:
-            return await nats.connect(self.urls[node], allow_reconnect=False, connect_timeout=self.cfg.connect_timeout,
-                                      max_reconnect_attempts=0, ping_interval=5, max_outstanding_pings=2,
-                                      error_cb=_ignore)
+        connecting = nats.connect(self.urls[node], allow_reconnect=False, connect_timeout=self.cfg.connect_timeout,
+                                  max_reconnect_attempts=0, ping_interval=5, max_outstanding_pings=2,
+                                  error_cb=_ignore)
+        try:  # nats-py's own connect_timeout does not bound every way a connect can hang
+            return await asyncio.wait_for(connecting, 3 * self.cfg.connect_timeout)
         except Exception:  # noqa: BLE001 - any failure to connect: try another node later
             return None
 
