@@ -13,7 +13,7 @@ import logging
 import shutil
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from chaos.history import Recorder
@@ -163,20 +163,21 @@ class ChaosCluster:
         remaining = [name for name in self.up() if name not in lost]
         return leader in lost, 2 * len(remaining) > len(self.members)
 
-    async def kill(self, names: Iterable[str]) -> None:
+    async def _take_down(self, f: str, names: Iterable[str], act: Callable[[Node], None]) -> list[str]:
+        """Record fault ``f`` (and whether it loses the leader while a majority stays up), then act."""
         names = list(names)
         leader_lost, majority = await self._majority_left(names)
-        self.rec.fault("kill", {"nodes": names, "leader_loss": leader_lost and majority})
+        self.rec.fault(f, {"nodes": names, "leader_loss": leader_lost and majority})
         for name in names:
-            self.nodes[name].kill()
+            act(self.nodes[name])
+        return names
+
+    async def kill(self, names: Iterable[str]) -> None:
+        await self._take_down("kill", names, Node.kill)
 
     async def power_off(self, names: Iterable[str]) -> None:
         """Power loss: kill -9, and each node's disk forgets what was not fsynced."""
-        names = list(names)
-        leader_lost, majority = await self._majority_left(names)
-        self.rec.fault("power-off", {"nodes": names, "leader_loss": leader_lost and majority})
-        for name in names:
-            self.nodes[name].kill()
+        names = await self._take_down("power-off", names, Node.kill)
         await asyncio.gather(*(asyncio.to_thread(self.nodes[name].unmount, True) for name in names))
 
     async def start(self, names: Iterable[str], measure: bool = True) -> None:
@@ -191,11 +192,7 @@ class ChaosCluster:
                 self.recoveries.append(asyncio.ensure_future(self._measure_recovery(name, time.monotonic())))
 
     async def pause(self, names: Iterable[str]) -> None:
-        names = list(names)
-        leader_lost, majority = await self._majority_left(names)
-        self.rec.fault("pause", {"nodes": names, "leader_loss": leader_lost and majority})
-        for name in names:
-            self.nodes[name].pause()
+        await self._take_down("pause", names, Node.pause)
 
     async def resume(self, names: Iterable[str]) -> None:
         names = [name for name in names if self.nodes[name].paused]

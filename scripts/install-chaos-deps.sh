@@ -9,22 +9,12 @@ set -euo pipefail
 
 APT_PACKAGES=(iptables iproute2 fuse3 libfuse2)
 
-missing=()
-for pkg in "${APT_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=apt.sh
+source "$ROOT/scripts/apt.sh"
+mapfile -t missing < <(apt_missing "${APT_PACKAGES[@]}")
 if ((${#missing[@]})); then
-    SUDO=()
-    [[ $(id -u) -eq 0 ]] || SUDO=(sudo -n)
-    echo "apt: installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    log="$(mktemp)"
-    if ! { "${SUDO[@]}" apt-get update -qq &&
-        "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
-        cat "$log" >&2
-        exit 1
-    fi
-    rm -f "$log"
+    apt_install "${missing[@]}"
 else
     echo "apt: ${APT_PACKAGES[*]} already installed"
 fi
