@@ -391,6 +391,11 @@ def failovers(history: Iterable[Entry], sends: Sends) -> list[float | None]:
 def check_times(history: list[Entry], sends: Sends, verdict: Verdict, gap: float, failover_limit: float) -> None:
     marks = {e["f"]: e["time"] for e in history if e["process"] == "workload"}
     start, end = marks.get("start", 0.0), marks.get("stop", max((e["time"] for e in history), default=0.0))
+    # up to the last send attempted or acknowledged: the workload's wind-down (no new requests,
+    # those to a dead node running into their time-out) is not unavailability
+    last = max((t for op in sends.by_uid.values() for t in (op.start, op.end if op.type == "ok" else op.start)),
+               default=end)
+    end = min(end, last)
     gaps = unavailable(sends, start, end, gap)
     lengths = [b - a for a, b in gaps]
     total, longest = round(sum(lengths), 2), round(max(lengths, default=0.0), 2)

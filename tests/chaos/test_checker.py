@@ -289,3 +289,13 @@ def test_corruption_outcomes_tell_refusals_from_nodes_that_went_on() -> None:
     h.fault(4, "corrupt", nodes=["n3"], kind="sst", mode="bitflip", done=None)
     assert corruption_outcomes(h.entries) == [("journal", "bitflip", "refused"), ("wal", "truncate", "started"),
                                               ("sst", "bitflip", "nothing")]
+
+
+def test_the_wind_down_after_the_last_send_is_not_unavailability() -> None:
+    h = H()
+    h.rec.add("info", "workload", "start")
+    h.send(0, 1, "p0-1", 1)
+    h.send(1.5, 13.5, "p1-1", None, type_="info")  # to a dead node: runs into its time-out
+    h.at(14).rec.add("info", "workload", "stop")
+    verdict = check(h.final(20, "n2", {"a": [[1, "normal", "p0-1"]]}).entries)
+    assert verdict.counts["unavailable_total"] == 1.0  # the first second only: the window ends at 1.5
