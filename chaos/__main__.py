@@ -6,6 +6,7 @@
     python -m chaos all --seed 1 --duration 25   # every scenario once
     python -m chaos soak --minutes 30        # random scenarios and seeds (make soak)
     python -m chaos check RUN_DIR/history.jsonl
+    python -m chaos table RUN_DIR...         # judge runs again (after a checker change), one table
     python -m chaos corruption .chaos-runs/*corrupt*/history.jsonl
     python -m chaos cleanup                  # namespaces left by killed runs
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import os
 import random
@@ -55,6 +57,18 @@ def _run_one(name: str, seed: int, base: Path, duration: float | None) -> RunRes
     return result
 
 
+def rejudge(run_dir: Path) -> RunResult:
+    """A run judged again from its history, with what only the runner knew (nodes that exited,
+    a run that broke off) taken from its verdict.json."""
+    saved = json.loads((run_dir / "verdict.json").read_text())
+    verdict = check(history.read(run_dir / "history.jsonl"))
+    for key in ("nodes_exited", "run_error"):
+        if saved["counts"].get(key):
+            verdict.counts[key] = saved["counts"][key]
+            verdict.examples[key] = saved["examples"].get(key, [])
+    return RunResult(saved["scenario"], saved["seed"], verdict, 0.0, str(run_dir))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m chaos", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -77,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     again = sub.add_parser("check")
     again.add_argument("history", type=Path)
     sub.add_parser("cleanup")
+    again_all = sub.add_parser("table", help="judge run directories again, one table")
+    again_all.add_argument("runs", type=Path, nargs="+")
     damage = sub.add_parser("corruption", help="what corrupted nodes did, over several runs")
     damage.add_argument("histories", type=Path, nargs="+")
     args = parser.parse_args(argv)
@@ -95,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         if outcomes:
             print(corruption_table(outcomes))
         return _report([RunResult("(history)", 0, check(entries), 0.0, str(args.history.parent))], args.table)
+    if args.command == "table":
+        return _report([rejudge(run_dir) for run_dir in args.runs], args.table)
     if args.command == "corruption":
         print(corruption_table(o for path in args.histories for o in corruption_outcomes(history.read(path))))
         return 0
