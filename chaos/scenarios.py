@@ -209,11 +209,23 @@ async def power_loss_then_pause_or_partition(ctx: Context) -> None:
 
 
 async def corrupt_minority(ctx: Context) -> None:
-    """Stop one node, damage one of its files, start it. A node that refuses its data is rebuilt
-    the operator's way (leave, wipe, join); one that starts must serve what the others serve."""
+    """Damage files of one fixed minority only (Jepsen's model): see ``corrupt_nodes``."""
+    members = list(ctx.cluster.members)
+    await corrupt_nodes(ctx, ctx.rng.sample(members, (len(members) - 1) // 2))
+
+
+async def corrupt_roaming(ctx: Context) -> None:
+    """Damage files of any node, one at a time: damage a node did not notice stays, so over a
+    run it can sit on more than a minority (bit rot spread over a cluster's life)."""
+    await corrupt_nodes(ctx, list(ctx.cluster.members))
+
+
+async def corrupt_nodes(ctx: Context, victims: list[str]) -> None:
+    """Stop one of ``victims``, damage one of its files, start it. A node that refuses its data is
+    rebuilt the operator's way (leave, wipe, join); one that starts must serve what the others serve."""
     older: dict[str, Path] = {}
     while await ctx.hold(3, 6):
-        victim = ctx.rng.choice(ctx.cluster.members)
+        victim = ctx.rng.choice(victims)
         node = ctx.cluster.nodes[victim]
         await ctx.cluster.kill([victim])
         kinds = [kind for kind in sorted(corrupt.KINDS) if corrupt.files_of(node.data_dir, kind)]
@@ -308,8 +320,10 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("power-loss-split", power_loss_then_pause_or_partition,
              "one node's power loss, then a pause or partition of another", power=True),
     Scenario("corrupt-minority", corrupt_minority,
-             "stop one node, bit-flip/truncate/roll back one of its files (journal, metadata, snapshot, "
-             "RocksDB SST/WAL/MANIFEST), restart; rebuild it if it refuses"),
+             "stop a node of a fixed minority, bit-flip/truncate/roll back one of its files (journal, metadata, "
+             "snapshot, RocksDB SST/WAL/MANIFEST), restart; rebuild it if it refuses"),
+    Scenario("corrupt-roaming", corrupt_roaming,
+             "corrupt-minority on any node, one at a time: unnoticed damage can pile up past a minority"),
     Scenario("clock-skew", clock_skew, "one node's wall clock off by minutes to hours, or 0.3x-3x fast (clock shim)",
              clock=True),
     Scenario("membership", membership_under_faults,
