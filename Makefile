@@ -1,4 +1,4 @@
-# The two set-up commands of the README: `make run` and `make test`. Everything they need is
+# The set-up commands of the README: `make run`, `make test` and `make chaos`. Everything they need is
 # installed from here (the venv and the package, plus the third-party NATS clients and Debian's
 # nats-server that the interop suite compares against).
 
@@ -10,13 +10,14 @@ HOST ?= 127.0.0.1
 PORT ?= 4222
 HTTP_PORT ?= 8222
 DATA_DIR ?= ./data
+MINUTES ?= 30
 
-.PHONY: install run test test-deps bench bench-mailbox bench-cluster bench-fetch fuzz clean
+.PHONY: install run test test-deps chaos chaos-deps soak bench bench-mailbox bench-cluster bench-fetch fuzz clean
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing mq9cluster with its test extras"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
+	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,bench,chaos]'
 	@touch $@
 
 install: $(STAMP)
@@ -29,6 +30,17 @@ test-deps:
 
 test: install test-deps
 	$(PY) -m pytest
+
+chaos-deps:
+	@bash scripts/install-chaos-deps.sh
+
+# The gating chaos subset (fixed seeds, a few minutes; needs root): see docs/reliability.md.
+chaos: install chaos-deps
+	$(PY) -m chaos --table .chaos-runs/ci-table.md ci
+
+# Random scenarios and seeds for MINUTES; failing runs keep their history and data dirs.
+soak: install chaos-deps
+	$(PY) -m chaos --table .chaos-runs/soak-table.md soak --minutes $(MINUTES)
 
 bench: install test-deps
 	$(PY) bench/core_pubsub.py

@@ -116,11 +116,19 @@ class Node:
         self.mailboxes.delivery.apply_changes(changes)
 
     def _changes_from_raft(self, changes: list[Change]) -> None:
-        """Raft thread: hand applied changes to the loop, in log order."""
+        """Raft thread: hand applied changes to the loop, in log order.
+
+        The Raft thread starts applying as soon as ``RaftNode`` exists (a store behind the
+        journal, as after a power loss, is caught up at once), before ``self.mailboxes`` does:
+        the service is looked up on the loop, which runs nothing until ``__init__`` is done.
+        """
         for change in changes:
             if type(change) is Removed and change.reason == "expired":
                 metrics.EXPIRED_MAILBOXES.inc()
-        self.loop.call_soon_threadsafe(self.mailboxes.delivery.apply_changes, changes)
+        self.loop.call_soon_threadsafe(self._deliver_changes, changes)
+
+    def _deliver_changes(self, changes: list[Change]) -> None:
+        self.mailboxes.delivery.apply_changes(changes)
 
     def _raft_failed(self, error: BaseException) -> None:
         log.critical("raft stopped on an error, shutting the node down: %r", error)

@@ -9,25 +9,14 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 NODE_DIR="$ROOT/tests/interop/node"
 APT_PACKAGES=(nats-server libnats-dev gcc openssl)
 
-missing=()
-for pkg in "${APT_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
+# shellcheck source=apt.sh
+source "$ROOT/scripts/apt.sh"
+mapfile -t missing < <(apt_missing "${APT_PACKAGES[@]}")
 # Machines normally come with Node.js and npm; fall back to Debian's only if they are absent.
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 if ((${#missing[@]})); then
-    SUDO=()
-    [[ $(id -u) -eq 0 ]] || SUDO=(sudo -n)
-    echo "apt: installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    log="$(mktemp)"
-    if ! { "${SUDO[@]}" apt-get update -qq &&
-        "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
-        cat "$log" >&2
-        exit 1
-    fi
-    rm -f "$log"
+    apt_install "${missing[@]}"
 else
     echo "apt: ${APT_PACKAGES[*]} already installed"
 fi

@@ -179,13 +179,18 @@ class GroupCommitter:
         """Propose ``entry`` until it is applied, within the retry budget (see the module doc)."""
         loop = asyncio.get_running_loop()
         give_up = loop.time() + self._retry_for
+        uncertain = False  # an earlier attempt of these same bytes may still commit
         while True:
             try:
                 return await self._raft.propose_async(entry)
-            except (NodeStopped, NoQuorum):
-                raise  # nothing to wait for on this node: the client should go to another
             except ProposalFailed as exc:
-                if self._closed or loop.time() + self._retry_interval >= give_up:
+                uncertain = uncertain or exc.maybe_applied
+                last = (isinstance(exc, (NodeStopped, NoQuorum))  # nothing to wait for on this node
+                        or self._closed or loop.time() + self._retry_interval >= give_up)
+                if last:
+                    # the last attempt's "not applied" does not cover an earlier attempt that
+                    # was forwarded before the leader was lost: the client must hear "unknown"
+                    exc.maybe_applied = uncertain
                     raise
                 self.retries += 1
                 log.debug("raft proposal failed (%s); retrying under the same proposal id", exc)

@@ -319,9 +319,11 @@ class Delivery:
         target = receiver.target
         count = 0
         epoch = None
+        view = None
         while epoch != self._epoch:  # once, or again after a resync during the scan
             epoch = self._epoch
-            for message in self.store.iter_messages(target.address, target.levels, after=dict(receiver.cursor)):
+            view = self.store.iter_messages(target.address, target.levels, after=dict(receiver.cursor))
+            for message in view:
                 if not receiver.active:
                     return
                 receiver.give(message)
@@ -329,8 +331,12 @@ class Delivery:
                 await self._paced([receiver.sub], count)
                 if receiver.sub.closed:
                     return
+        # Held changes older than the view were replayed from it, or were deleted before it was
+        # taken (a node catching up applies an append and its delete while the barrier waits).
         held, receiver.held = receiver.held or [], None
         for message in held:
+            if view is not None and message.msg_id < view.next_msg_id:
+                continue
             if receiver.active and receiver.wants(message) and not receiver.sub.closed:
                 receiver.give(message)
 

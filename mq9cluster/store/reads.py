@@ -79,25 +79,38 @@ def _walk(bounded: _BoundedIter,
 def _open_scan(db: Rdict, tag: bytes) -> tuple[_BoundedIter, int]:
     """An iterator over one mailbox's messages and the last_applied of the same view."""
     bounded = _BoundedIter(db, keys.end_of(keys.messages_prefix(tag)))
-    it = bounded.it
-    it.seek(keys.LAST_APPLIED_KEY)
-    found = it.valid() and it.key() == keys.LAST_APPLIED_KEY
-    return bounded, codecs.decode_u64(it.value()) if found else 0
+    return bounded, _u64_at(bounded.it, keys.LAST_APPLIED_KEY)
+
+
+def _u64_at(it: RdictIter, key: bytes) -> int:
+    it.seek(key)
+    return codecs.decode_u64(it.value()) if it.valid() and it.key() == key else 0
+
+
+def _next_msg_id_at(it: RdictIter, address: str, tag: bytes) -> int:
+    """The mailbox's next msg_id in the iterator's view (1 if it has no record there)."""
+    key = keys.mailbox_key(tag)
+    it.seek(key)
+    if it.valid() and it.key() == key:
+        return codecs.decode_mailbox(address, it.value()).next_msg_id
+    return 1
 
 
 class MessageScan:
     """Messages of one mailbox in replay order: priority high to low, msg_id ascending.
 
-    The view is fixed when the scan is created; ``last_applied`` is the Raft index of that view.
-    Iterate it once.
+    The view is fixed when the scan is created; ``last_applied`` is the Raft index of that view
+    and ``next_msg_id`` the mailbox's next id in it: every message with a lower id had been
+    stored by then (and is in the view unless it was deleted). Iterate it once.
     """
 
-    __slots__ = ("_messages", "last_applied")
+    __slots__ = ("_messages", "last_applied", "next_msg_id")
 
     def __init__(self, db: Rdict, address: str, priorities: Collection[int] | None,
                  after: Mapping[int, int] | None) -> None:
         tag = keys.tagged(address)
         bounded, self.last_applied = _open_scan(db, tag)
+        self.next_msg_id = _next_msg_id_at(bounded.it, address, tag)
         self._messages = self._decode(address, _walk(bounded, _ranges(tag, priorities, after)))
 
     @staticmethod

@@ -213,3 +213,25 @@ def test_close_fails_ops_not_yet_proposed() -> None:
             committer.submit(b"too late")
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize("last", [NoQuorum("cut off", maybe_applied=False), NodeStopped(maybe_applied=False),
+                                  NotLeader("no leader", None, maybe_applied=False)])
+def test_a_batch_whose_earlier_attempt_may_have_committed_never_fails_as_not_committed(last) -> None:
+    """Found by the chaos suite (partition-halves, seed 1): a send forwarded to the leader just
+    before its node was cut off committed, while the node's retry, parked without a leader,
+    failed as not applied; the client was told "not committed" for a stored message."""
+
+    async def run() -> None:
+        fake = FakeProposer()
+        committer = GroupCommitter(fake, max_wait=0, retry_interval=0.001, retry_for=0.05)
+        future = committer.submit(b"a")
+        await asyncio.sleep(0.01)
+        fake.pending[0].set_exception(NotLeader("leader changed", "x", maybe_applied=True))
+        await asyncio.sleep(0.06)  # the retry budget is spent: the second failure is the last
+        fake.pending[1].set_exception(last)
+        with pytest.raises(type(last)) as failed:
+            await future
+        assert failed.value.maybe_applied
+
+    asyncio.run(run())
