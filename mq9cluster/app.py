@@ -122,9 +122,6 @@ class Node:
         journal, as after a power loss, is caught up at once), before ``self.mailboxes`` does:
         the service is looked up on the loop, which runs nothing until ``__init__`` is done.
         """
-        for change in changes:
-            if type(change) is Removed and change.reason == "expired":
-                metrics.EXPIRED_MAILBOXES.inc()
         self.loop.call_soon_threadsafe(self._deliver_changes, changes)
 
     def _deliver_changes(self, changes: list[Change]) -> None:

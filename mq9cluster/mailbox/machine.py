@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
+from mq9cluster import metrics
 from mq9cluster.mailbox import agents, ops, pull
 from mq9cluster.mailbox.changes import Appended, Change, Created, MessageDeleted, Removed
 from mq9cluster.store import Batch, Mailbox, Message, Store
@@ -127,6 +128,7 @@ class MailboxMachine:
         if existing is not None and expired(existing, op.now_ms):
             batch.delete_mailbox(op.address)
             changes.append(Removed(existing, "expired"))
+            metrics.EXPIRED_MAILBOXES.inc()
             existing = None
         if existing is not None:
             if existing.public and op.public:
@@ -154,6 +156,7 @@ class MailboxMachine:
             return {"expired": False}
         batch.delete_mailbox(op.address)
         changes.append(Removed(mailbox, "expired"))
+        metrics.EXPIRED_MAILBOXES.inc()
         return {"expired": True}
 
     def _group_progress(self, batch: Batch, op: ops.GroupProgressOp) -> Result:
