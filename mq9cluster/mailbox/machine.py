@@ -1,8 +1,9 @@
 """The mailbox state machine: applies committed batches of ops to the store, deterministically.
 
 Runs on the Raft thread, in log order. It reads no clock and no randomness (times and ids ride
-in the ops) and never raises for a user error: those become ``{"error": ...}`` results. What
-changed is handed to ``on_changes`` (the delivery side, which moves it to the event loop).
+in the ops; the replicated cluster clock of mailbox/clock.py decides which time counts) and never
+raises for a user error: those become ``{"error": ...}`` results. What changed is handed to
+``on_changes`` (the delivery side, which moves it to the event loop).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import msgpack
 
 from mq9cluster import metrics
 from mq9cluster.mailbox import agents, ops, pull
+from mq9cluster.mailbox.clock import ClusterClock
 from mq9cluster.mailbox.changes import Appended, Change, Created, MessageDeleted, Removed
 from mq9cluster.store import Batch, Mailbox, Message, Store
 
@@ -56,11 +58,14 @@ class MailboxMachine:
         self.store = store
         self.on_changes = on_changes
         self.totals = Totals()
+        self.clock = self._clock = ClusterClock()
         self.recount()
 
     def recount(self) -> None:
-        """Count the totals from the store (at start, and after a snapshot replaced it)."""
+        """Count the totals and read the cluster clock from the store (at start, and after a
+        snapshot replaced it)."""
         self.totals = Totals(*self.store.stored_totals())
+        self.clock = self._clock = ClusterClock.from_record(self.store.get_clock())
 
     def last_applied(self) -> int:
         """The Raft index whose effects the store holds."""
@@ -79,11 +84,13 @@ class MailboxMachine:
                 batch.commit()
                 return msgpack.unpackb(earlier, raw=False, strict_map_key=False)
         changes: list[Change] = []
+        self._clock = self.clock  # ClockOps in this entry move it for the ops after them
         results = [self._apply(batch, ops.decode(raw), changes) for raw in raw_ops]
         if proposal_id is not None:
             batch.put_dedup(proposal_id, msgpack.packb(results, use_bin_type=True))
         batch.commit()
         self.totals = self.totals.plus(batch.delta)
+        self.clock = self._clock
         if changes:
             self.on_changes(changes)
         return results
@@ -92,6 +99,10 @@ class MailboxMachine:
         kind = type(op)
         if kind is ops.AppendOp:
             return self._append(batch, op, changes)
+        if kind is ops.ClockOp:
+            self._clock = self._clock.after(op)
+            batch.put_clock(self._clock.record())
+            return {}
         if kind is ops.CreateOp:
             return self._create(batch, op, changes)
         if kind is ops.DeleteMessageOp:
@@ -101,31 +112,33 @@ class MailboxMachine:
         if kind is ops.ClaimOp:
             return self._claim(batch, op)
         if kind is ops.SendOp:
-            return pull.apply_send(batch, op, changes, self.totals.bytes + batch.delta[2])
+            return pull.apply_send(batch, op, self._clock.at(op.now_ms), changes, self.totals.bytes + batch.delta[2])
         if kind is ops.FetchOp:
-            return pull.apply_fetch(self.store, batch, op)
+            return pull.apply_fetch(self.store, batch, op, self._clock.at(op.now_ms))
         if kind is ops.AckOp:
             return pull.apply_ack(batch, op)
         if kind is ops.TickOp:
-            return pull.apply_tick(self.store, batch, op, changes)
+            return pull.apply_tick(self.store, batch, self._clock.at(op.now_ms), op.limit, changes)
         if kind in (ops.RegisterOp, ops.UnregisterOp, ops.ReportOp):
             return agents.apply(batch, op)
         return self._group_progress(batch, op)
 
     def _append(self, batch: Batch, op: ops.AppendOp, changes: list[Change]) -> Result:
+        now = self._clock.at(op.now_ms)
         expires_at = batch.expires_at(op.address)
-        if expires_at is None or 0 < expires_at <= op.now_ms:
+        if expires_at is None or 0 < expires_at <= now.expiry:
             return missing(op.address)
         full = pull.storage_full(batch, op, self.totals.bytes + batch.delta[2])
         if full is not None:
             return full
-        msg_id = batch.append_message(op.address, op.priority, op.now_ms, op.payload, op.headers)
-        changes.append(Appended(Message(op.address, op.priority, msg_id, op.now_ms, op.payload, op.headers)))
+        msg_id = batch.append_message(op.address, op.priority, now.stamp, op.payload, op.headers)
+        changes.append(Appended(Message(op.address, op.priority, msg_id, now.stamp, op.payload, op.headers)))
         return {"msg_id": msg_id}
 
     def _create(self, batch: Batch, op: ops.CreateOp, changes: list[Change]) -> Result:
+        now = self._clock.at(op.now_ms)
         existing = batch.get_mailbox(op.address)
-        if existing is not None and expired(existing, op.now_ms):
+        if existing is not None and expired(existing, now.expiry):
             batch.delete_mailbox(op.address)
             changes.append(Removed(existing, "expired"))
             metrics.EXPIRED_MAILBOXES.inc()
@@ -137,8 +150,10 @@ class MailboxMachine:
         count = self.totals.mailboxes + batch.delta[0]
         if op.max_mailboxes and count >= op.max_mailboxes:
             return {"error": f"too many mailboxes: {count} exist, the limit is {op.max_mailboxes}"}
-        expires_at = op.now_ms + op.ttl * 1000 if op.ttl else 0
-        mailbox = batch.put_mailbox(Mailbox(op.address, op.now_ms, op.ttl, expires_at, op.public, op.desc))
+        # from the bounded stamp, not the cluster clock (about a second behind): a true clock's
+        # mailbox then lives its full TTL, and a skewed one's at most SLACK_MS more or one lag less
+        expires_at = now.stamp + op.ttl * 1000 if op.ttl else 0
+        mailbox = batch.put_mailbox(Mailbox(op.address, now.stamp, op.ttl, expires_at, op.public, op.desc))
         changes.append(Created(mailbox))
         return {"mail_address": op.address, "is_new": True}
 
@@ -152,7 +167,7 @@ class MailboxMachine:
 
     def _expire(self, batch: Batch, op: ops.ExpireOp, changes: list[Change]) -> Result:
         mailbox = batch.get_mailbox(op.address)
-        if mailbox is None or not expired(mailbox, op.now_ms):
+        if mailbox is None or not expired(mailbox, self._clock.at(op.now_ms).expiry):
             return {"expired": False}
         batch.delete_mailbox(op.address)
         changes.append(Removed(mailbox, "expired"))

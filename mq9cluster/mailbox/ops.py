@@ -2,7 +2,8 @@
 
 Each op is a msgpack array whose first element is its opcode. OPCODES ARE APPEND-ONLY: an entry
 written by an older release must still decode; never renumber or reuse one. The proposer stamps
-every time (``now_ms``) and every generated id into the op, so applying it is deterministic.
+every time (``now_ms``) and every generated id into the op, so applying it is deterministic; how
+apply weighs a stamp against the replicated cluster clock is in mailbox/clock.py.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ OP_ACK = 10
 OP_REGISTER = 11
 OP_UNREGISTER = 12
 OP_REPORT = 13
+OP_CLOCK = 14
 
 
 class CreateOp(NamedTuple):
@@ -164,14 +166,23 @@ class ReportOp(NamedTuple):
     report: str
 
 
+class ClockOp(NamedTuple):
+    """Node ``reporter`` (its Raft address) read ``wall_ms`` on its clock and sees ``voters``
+    voting members (see mailbox/clock.py)."""
+
+    reporter: str
+    wall_ms: int
+    voters: int
+
+
 Op = (CreateOp | AppendOp | DeleteMessageOp | ExpireOp | GroupProgressOp | ClaimOp | SendOp | TickOp
-      | FetchOp | AckOp | RegisterOp | UnregisterOp | ReportOp)
+      | FetchOp | AckOp | RegisterOp | UnregisterOp | ReportOp | ClockOp)
 
 _CODES: dict[type, int] = {
     CreateOp: OP_CREATE, AppendOp: OP_APPEND, DeleteMessageOp: OP_DELETE_MESSAGE,
     ExpireOp: OP_EXPIRE, GroupProgressOp: OP_GROUP_PROGRESS, ClaimOp: OP_CLAIM,
     SendOp: OP_SEND, TickOp: OP_TICK, FetchOp: OP_FETCH, AckOp: OP_ACK,
-    RegisterOp: OP_REGISTER, UnregisterOp: OP_UNREGISTER, ReportOp: OP_REPORT,
+    RegisterOp: OP_REGISTER, UnregisterOp: OP_UNREGISTER, ReportOp: OP_REPORT, ClockOp: OP_CLOCK,
 }
 _TYPES: dict[int, type] = {code: kind for kind, code in _CODES.items()}
 

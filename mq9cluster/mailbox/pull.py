@@ -1,8 +1,10 @@
 """Dialect 3 apply: messages with options (key, tags, TTL, delay) and pull groups with acks.
 
-Pure functions of (committed store, batch, op), called by the machine on the Raft thread. Every
-time decision compares against the ``now_ms`` the proposer stamped into the op; scans read the
-store as committed before the entry, overlaid with what the entry itself already changed.
+Pure functions of (committed store, batch, op, the op's ``Now``), called by the machine on the
+Raft thread. Whether a mailbox's TTL is over is decided by ``now.expiry`` (the cluster clock);
+message times, delays, message TTLs and ack deadlines by ``now.stamp`` (the proposer's stamp
+bounded by the cluster clock, see mailbox/clock.py). Scans read the store as committed before
+the entry, overlaid with what the entry itself already changed.
 
 A pull group has a per-priority cursor (the last msg_id handed to it at each level) and an
 in-flight entry per message handed out and not acknowledged, with its ack-wait deadline; its
@@ -19,6 +21,7 @@ from typing import Any
 
 from mq9cluster.mailbox import ops
 from mq9cluster.mailbox.changes import Appended, Change, MessageDeleted
+from mq9cluster.mailbox.clock import Now
 from mq9cluster.store import Batch, Message, Store
 
 Result = dict[str, Any]
@@ -78,13 +81,15 @@ def store_message(batch: Batch, changes: list[Change], address: str, priority: i
     return msg_id
 
 
-def apply_send(batch: Batch, op: ops.SendOp, changes: list[Change], stored_total: int = 0) -> Result:
+def apply_send(batch: Batch, op: ops.SendOp, now: Now, changes: list[Change], stored_total: int = 0) -> Result:
     """Store (or hold back) one message; ``stored_total``: bytes in all mailboxes as of this op.
 
     A message held back is checked against the limits now, as if stored now (without credit for
-    the message its key would replace: that may change before it is released).
+    the message its key would replace: that may change before it is released). It keeps the
+    mailbox's ``created_at``, so that it is released only into that mailbox, not one created
+    again under its name since.
     """
-    if not _live(batch, op.address, op.now_ms):
+    if not _live(batch, op.address, now.expiry):
         return _missing(op.address)
     freed = 0
     if op.key and op.delay_ms <= 0 and (op.max_bytes or op.max_total_bytes):
@@ -94,23 +99,26 @@ def apply_send(batch: Batch, op: ops.SendOp, changes: list[Change], stored_total
     if full is not None:
         return full
     if op.delay_ms > 0:
-        batch.put_delayed(op.now_ms + op.delay_ms, op.address,
-                          [op.priority, op.payload, op.headers, op.key, op.tags, op.ttl_ms, op.now_ms])
+        created_at = batch.get_mailbox(op.address).created_at
+        batch.put_delayed(now.stamp + op.delay_ms, op.address,
+                          [op.priority, op.payload, op.headers, op.key, op.tags, op.ttl_ms, created_at])
         return {"msg_id": -1}
-    return {"msg_id": store_message(batch, changes, op.address, op.priority, op.now_ms, op.payload,
+    return {"msg_id": store_message(batch, changes, op.address, op.priority, now.stamp, op.payload,
                                     op.headers, op.key, op.tags, op.ttl_ms)}
 
 
-def apply_tick(store: Store, batch: Batch, op: ops.TickOp, changes: list[Change]) -> Result:
+def apply_tick(store: Store, batch: Batch, now: Now, limit: int, changes: list[Change]) -> Result:
+    """Release the delayed messages due at ``now.stamp`` and delete messages whose TTL ended."""
     released = removed = 0
-    for key, address, record in store.due_delayed(op.now_ms, op.limit):
+    for key, address, record in store.due_delayed(now.stamp, limit):
         mailbox = batch.get_mailbox(address) if batch.delete_raw(key) else None
-        # a mailbox deleted and created again since the send is another mailbox: drop the message
-        if mailbox is not None and not 0 < mailbox.expires_at <= op.now_ms and mailbox.created_at <= record[6]:
+        # record[6]: the mailbox's created_at at the send (before the cluster clock: the send's
+        # time); a mailbox created again since the send is another mailbox: drop the message
+        if mailbox is not None and not 0 < mailbox.expires_at <= now.expiry and mailbox.created_at <= record[6]:
             priority, payload, headers, msg_key, tags, ttl_ms, _ = record
-            store_message(batch, changes, address, priority, op.now_ms, payload, headers, msg_key, tags, ttl_ms)
+            store_message(batch, changes, address, priority, now.stamp, payload, headers, msg_key, tags, ttl_ms)
             released += 1
-    for key, address, msg_id in store.due_message_expiries(op.now_ms, op.limit):
+    for key, address, msg_id in store.due_message_expiries(now.stamp, limit):
         if batch.delete_raw(key) and batch.has_mailbox(address) and batch.delete_message(address, msg_id):
             changes.append(MessageDeleted(address, msg_id))
             removed += 1
@@ -124,24 +132,24 @@ def _alive(store: Store, batch: Batch, address: str, ids: list[tuple[int, int]],
     return {i for i in present if not (i in meta and 0 < meta[i][2] <= now_ms)}
 
 
-def _due_again(store: Store, batch: Batch, op: ops.FetchOp) -> tuple[list[tuple[int, int]], int]:
+def _due_again(store: Store, batch: Batch, op: ops.FetchOp, now_ms: int) -> tuple[list[tuple[int, int]], int]:
     """(priority, msg_id) of in-flight messages whose ack-wait ran out (vanished ones are dropped),
     and the earliest deadline of the others (0: none)."""
     touched = batch.touched_inflight(op.address, op.group)
     entries = [(i, p, deadline) for i, p, deadline in store.inflight(op.address, op.group) if i not in touched]
     entries += [(i, entry[0], entry[1]) for i, entry in touched.items() if entry is not None]
-    due = [(p, i) for i, p, deadline in entries if deadline <= op.now_ms]
-    later = min((deadline for _, _, deadline in entries if deadline > op.now_ms), default=0)
-    alive = _alive(store, batch, op.address, due, op.now_ms)
+    due = [(p, i) for i, p, deadline in entries if deadline <= now_ms]
+    later = min((deadline for _, _, deadline in entries if deadline > now_ms), default=0)
+    alive = _alive(store, batch, op.address, due, now_ms)
     for _, msg_id in due:
         if msg_id not in alive:
             batch.drop_inflight(op.address, op.group, msg_id)
     return [(p, i) for p, i in due if i in alive], later
 
 
-def apply_fetch(store: Store, batch: Batch, op: ops.FetchOp) -> Result:
+def apply_fetch(store: Store, batch: Batch, op: ops.FetchOp, now: Now) -> Result:
     mailbox = batch.get_mailbox(op.address)
-    if mailbox is None or 0 < mailbox.expires_at <= op.now_ms:
+    if mailbox is None or 0 < mailbox.expires_at <= now.expiry:
         return _missing(op.address)
     state = batch.get_pull_group(op.address, op.group)
     if state is None or op.force:
@@ -152,10 +160,10 @@ def apply_fetch(store: Store, batch: Batch, op: ops.FetchOp) -> Result:
         state["ack_wait"] = op.ack_wait_ms
     cursor = dict(state["cursor"])
     next_due = state.get("next_due", 0)  # no in-flight deadline is earlier (0: unknown, look)
-    if next_due and op.now_ms < next_due:
+    if next_due and now.stamp < next_due:
         again: list[tuple[int, int]] = []
     else:
-        again, next_due = _due_again(store, batch, op)
+        again, next_due = _due_again(store, batch, op, now.stamp)
     scanned: list[tuple[int, int, bool]] = []  # (priority, msg_id, deliverable) in scan order
     fresh = 0
     messages = iter(store.iter_messages(op.address, None, after=cursor))
@@ -167,7 +175,7 @@ def apply_fetch(store: Store, batch: Batch, op: ops.FetchOp) -> Result:
         for message in chunk:
             expires_at = meta[message.msg_id][2] if message.msg_id in meta else 0
             ok = (not batch.message_gone(op.address, message.msg_id) and message.ts_ms >= state["from_ts"]
-                  and not 0 < expires_at <= op.now_ms)
+                  and not 0 < expires_at <= now.stamp)
             scanned.append((message.priority, message.msg_id, ok))
             fresh += ok
     pool = sorted([(p, i, True) for p, i in again] + [(p, i, False) for p, i, ok in scanned if ok],
@@ -178,7 +186,7 @@ def apply_fetch(store: Store, batch: Batch, op: ops.FetchOp) -> Result:
             break
         cursor[priority] = max(cursor.get(priority, 0), msg_id)
         taken_new -= ok
-    deadline = op.now_ms + state["ack_wait"]
+    deadline = now.stamp + state["ack_wait"]
     for priority, msg_id, _ in pool:
         batch.put_inflight(op.address, op.group, msg_id, priority, deadline)
     if pool:

@@ -331,6 +331,10 @@ class Batch:
         self._agents[mailbox] = None
         self._writable().delete(keys.agent_key(keys.tagged(mailbox)))
 
+    def put_clock(self, record: list) -> None:
+        """Replace the cluster clock's record (see mailbox/clock.py)."""
+        self._writable().put(keys.CLOCK_KEY, codecs.encode_record(record))
+
     def put_dedup(self, proposal_id: bytes, result: bytes) -> None:
         """Record the result of a proposal, at this batch's Raft index (see Store dedup_window)."""
         wb = self._writable()

@@ -42,6 +42,7 @@ PREFIX_NAMES = {
 
 FORMAT_KEY = META + b"format_version"
 LAST_APPLIED_KEY = META + b"last_applied"
+CLOCK_KEY = META + b"cluster_clock"
 
 MAX_PRIORITY = 3
 _ADDRESS = re.compile(r"[a-z0-9.]{1,128}")

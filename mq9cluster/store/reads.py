@@ -211,6 +211,12 @@ class StoreReads:
                 due.append(Expiry(*keys.parse_expiry_key(key)))
         return due
 
+    def get_clock(self) -> list | None:
+        """The cluster clock's record (see mailbox/clock.py), or None before the first report."""
+        with self._reading() as db:
+            raw = db.get(keys.CLOCK_KEY)
+        return None if raw is None else cast(list, codecs.decode_record(raw))
+
     def get_group_cursor(self, address: str, group: str) -> dict[int, int]:
         """{priority: last msg_id given to the group}; empty for a group never given anything."""
         with self._reading() as db:
