@@ -17,6 +17,7 @@ from itertools import islice
 from typing import Any
 
 from mq9cluster.mailbox import agents, ops
+from mq9cluster.mailbox.clock import ClusterClock, Now
 from mq9cluster.mailbox.delivery import Delivery
 from mq9cluster.mailbox.dialect3 import (
     Fetch, ack_request, fetch_request, message_view, query_request, send_options,
@@ -34,6 +35,11 @@ VECTORS_MAX = 100_000  # card vectors kept for semantic DISCOVER (cleared when o
 def now_ms() -> int:
     """The proposer's clock (unix ms): stamped into ops, never read at apply."""
     return int(time.time() * 1000)
+
+
+def local_now(store: StoreReads) -> Now:
+    """This node's clock as apply would take it now, bounded by the committed cluster clock."""
+    return ClusterClock.from_record(store.get_clock()).at(now_ms())
 
 
 class PullService:
@@ -209,11 +215,11 @@ class PullService:
         if not group:
             return float("inf")
         deadlines = [deadline for _, _, deadline in self.store.inflight(address, group)]
-        return max((min(deadlines) - now_ms()) / 1000, 0.001) if deadlines else float("inf")
+        return max((min(deadlines) - local_now(self.store).stamp) / 1000, 0.001) if deadlines else float("inf")
 
     def _read(self, address: str, placed: tuple[dict[int, int], int], limit: int) -> list[Body]:
         cursor, from_ts = placed
-        now = now_ms()
+        now = local_now(self.store).stamp
         views: list[Body] = []
         messages = iter(self.store.iter_messages(address, None, after=cursor))
         while len(views) < limit:  # chunks of what is still wanted: one multi-get of options per chunk
@@ -241,7 +247,7 @@ class PullService:
             candidates = self.store.get_messages(address, [holder]) if holder else []
         else:
             candidates = self.store.iter_messages(address)
-        now, views = now_ms(), []
+        now, views = local_now(self.store).stamp, []
         for message in candidates:
             if message.ts_ms < query.since:
                 continue
@@ -265,9 +271,8 @@ class PullService:
             if not is_leader():
                 continue
             due = self.store.next_message_timer()
-            stamp = now_ms()
-            if due is not None and due <= stamp:
+            if due is not None and due <= local_now(self.store).stamp:
                 try:
-                    await self.submit(ops.TickOp(stamp, TICK_LIMIT))
+                    await self.submit(ops.TickOp(now_ms(), TICK_LIMIT))
                 except Exception:  # the next round tries again
                     await asyncio.sleep(interval)

@@ -1,8 +1,8 @@
 """The mailbox service: turns ``$mq9.AI.`` publishes and subscriptions into mq9 behaviour.
 
 It validates requests, stamps them (time, private ids), submits ops to group commit, replies
-once the op is committed and applied, serves reads after a read barrier, and drives TTL expiry
-while this node leads. It reaches Raft only through the small interfaces below and the server
+once the op is committed and applied, serves reads after a read barrier, reports this node's
+clock to the cluster clock, and drives TTL expiry while this node leads. It reaches Raft only through the small interfaces below and the server
 only through ``reply`` and the ``Subscriber`` objects it is handed.
 """
 
@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from mq9cluster.errors import PermissionDenied
 from mq9cluster.mailbox import ops
+from mq9cluster.mailbox.clock import REPORT_INTERVAL, ClusterClock
 from mq9cluster.mailbox.delivery import Delivery, Subscriber
 from mq9cluster.mailbox.names import PRIORITY_NAMES, SDK_PRIORITY_NAMES, address_problem, new_private_address
 from mq9cluster.mailbox.pull_service import PullService, now_ms
@@ -245,14 +246,27 @@ class MailboxService:
             log.warning("background mailbox op not committed: %s", done.exception())
 
     async def run_expiry(self, interval: float) -> None:
-        """While this node leads, propose the removal of mailboxes whose TTL has run out."""
+        """While this node leads, propose the removal of mailboxes whose TTL has run out by the
+        cluster clock (nothing before the first clock report: this node's clock decides nothing)."""
         while True:
             await asyncio.sleep(interval)
             if not self.is_leader():
                 continue
-            stamp = now_ms()
-            for due in self.store.due_expiries(stamp, limit=1000):
-                self._fire(ops.ExpireOp(due.address, stamp))
+            cluster_now = ClusterClock.from_record(self.store.get_clock()).now
+            if not cluster_now:
+                continue
+            for due in self.store.due_expiries(cluster_now, limit=1000):
+                self._fire(ops.ExpireOp(due.address, cluster_now))
+
+    async def run_clock(self, reporter: str, voters: Callable[[], int], interval: float = REPORT_INTERVAL) -> None:
+        """Report this node's wall clock and its count of voting members about every ``interval``,
+        one report in flight at a time (see mailbox/clock.py)."""
+        while True:
+            try:
+                await self.committer.submit(ops.encode(ops.ClockOp(reporter, now_ms(), voters())))
+            except Exception as exc:  # no leader or cut off: the next report says the same
+                log.debug("clock report not committed: %s", exc)
+            await asyncio.sleep(interval)
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
