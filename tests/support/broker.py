@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import socket
@@ -65,6 +66,7 @@ class Broker:
         self.raft_addr = f"127.0.0.1:{self.raft_port}"
         self.cluster_addr = f"127.0.0.1:{self.cluster_port}"
         self.extra_args = list(extra_args or [])
+        self.env: dict[str, str] = {}  # set before start(): added to the process's environment
         self.workdir = workdir
         self.log_path = workdir / f"{kind}-{self.port}.log"
         self.proc: subprocess.Popen | None = None
@@ -84,7 +86,8 @@ class Broker:
         """Start the process and wait until its client port accepts connections."""
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir
+                self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
+                env={**os.environ, **self.env} if self.env else None,
             )
         deadline = time.monotonic() + START_TIMEOUT
         while True:
