@@ -198,8 +198,9 @@ class Node:
             except OSError as exc:
                 await self.server.shutdown()
                 raise ConfigError(f"cannot listen on {s.cluster_addr} (routes): {exc.strerror}") from None
-        self.spawn(self.mailboxes.run_clock(s.raft_addr, lambda: len(self.raft.status().members)))
-        self.spawn(self.mailboxes.run_expiry(s.expiry_interval))
+        if not s.legacy_clock:
+            self.spawn(self.mailboxes.run_clock(s.raft_addr, lambda: len(self.raft.status().members)))
+        self.spawn(self.mailboxes.run_expiry(s.expiry_interval, legacy=s.legacy_clock))
         self.spawn(self.mailboxes.pull.run_ticks(self._is_leader, TICK_INTERVAL))
 
     async def shutdown(self) -> None:

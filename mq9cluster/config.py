@@ -138,6 +138,13 @@ class Settings(BaseSettings):
     expiry_interval: float = Field(
         1.0, gt=0, **_flags("--expiry-interval", help="Seconds between the leader's scans for expired mailboxes."),
     )
+    legacy_clock: bool = Field(
+        False,
+        **_flags("--legacy-clock", help="Propose no clock reports, and let the leader's own clock expire mailboxes "
+                 "while no cluster clock is known, as releases before the cluster clock did: only on every node "
+                 "while rolling a cluster onto this release (an older node stops on a clock report); roll "
+                 "again without it once all run this release."),
+    )
     commit_max_wait: float = Field(
         0.001, ge=0, le=1,
         **_flags("--commit-max-wait", help="Seconds group commit waits to gather more sends into one Raft entry."),

@@ -245,18 +245,19 @@ class MailboxService:
         if not done.cancelled() and done.exception() is not None:
             log.warning("background mailbox op not committed: %s", done.exception())
 
-    async def run_expiry(self, interval: float) -> None:
+    async def run_expiry(self, interval: float, legacy: bool = False) -> None:
         """While this node leads, propose the removal of mailboxes whose TTL has run out by the
-        cluster clock (nothing before the first clock report: this node's clock decides nothing)."""
+        cluster clock; before the first clock report nothing, or with ``legacy`` (no node
+        reports, see Settings.legacy_clock) by this node's own clock, as older releases did."""
         while True:
             await asyncio.sleep(interval)
             if not self.is_leader():
                 continue
-            cluster_now = ClusterClock.from_record(self.store.get_clock()).now
-            if not cluster_now:
+            stamp = ClusterClock.from_record(self.store.get_clock()).now or (now_ms() if legacy else 0)
+            if not stamp:
                 continue
-            for due in self.store.due_expiries(cluster_now, limit=1000):
-                self._fire(ops.ExpireOp(due.address, cluster_now))
+            for due in self.store.due_expiries(stamp, limit=1000):
+                self._fire(ops.ExpireOp(due.address, stamp))
 
     async def run_clock(self, reporter: str, voters: Callable[[], int], interval: float = REPORT_INTERVAL) -> None:
         """Report this node's wall clock and its count of voting members about every ``interval``,

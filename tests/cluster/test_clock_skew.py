@@ -3,7 +3,8 @@
 Every node runs with the chaos harness's clock shim (chaos/clockshim: ``time.time()`` follows a
 spec file, monotonic time is left alone); the test moves the leader's clock once it leads.
 Before the cluster clock, that leader expired a 600 s mailbox within a second, with every
-acknowledged message in it (docs/reliability.md, open finding 1).
+acknowledged message in it (docs/reliability.md, open finding 1). And ``--legacy-clock``, the
+rolling-upgrade mode: no clock reports (an older node could not apply them), expiry as before.
 """
 
 from __future__ import annotations
@@ -83,3 +84,29 @@ def test_a_leader_two_hours_ahead_neither_expires_a_mailbox_early_nor_refuses_it
         assert group.wait_leader() is leader, "leadership moved: the test did not test a skewed leader"
     finally:
         group.stop()
+
+
+def idle_entries(node, seconds: float) -> int:
+    """Raft entries committed while nobody sends anything for ``seconds``."""
+    before = node.http_json("/raftz")["commit_index"]
+    time.sleep(seconds)
+    return node.http_json("/raftz")["commit_index"] - before
+
+
+def test_legacy_clock_reports_nothing_and_still_expires_mailboxes(mq9) -> None:
+    reporting, legacy = mq9(), mq9("--legacy-clock", "--expiry-interval", "0.2")
+    assert idle_entries(reporting, 2.5) >= 2  # one clock report a second
+    assert idle_entries(legacy, 2.5) == 0  # what a node of an older release can apply
+
+    async def scenario() -> None:
+        nc = await connect(legacy)
+        try:
+            address = await create(nc, ttl=1)
+            created = time.monotonic()
+            while "msg_id" in await request(nc, f"$mq9.AI.MAILBOX.{address}", b"x"):
+                assert time.monotonic() - created < 5, "no expiry without the cluster clock"
+                await asyncio.sleep(0.1)
+        finally:
+            await nc.close()
+
+    run(scenario())
