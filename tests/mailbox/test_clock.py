@@ -160,3 +160,22 @@ def test_a_restart_keeps_the_cluster_clock(tmp_path):
             "box", 1, T0 + 2 * HOUR, b"x", None))]) == [{"msg_id": 1}]
     finally:
         store.close()
+
+
+def test_two_nodes_applying_the_same_entries_hold_the_same_clock_and_mailboxes(tmp_path):
+    entries = [
+        [ops.ClockOp(A, T0 + 2 * HOUR, 3), ops.ClockOp(B, T0, 3)],
+        [ops.CreateOp("box", T0 - HOUR, 60, True, ""), ops.ClockOp(C, T0 + 500, 3)],
+        [ops.AppendOp("box", 1, T0 + 2 * HOUR, b"x", None), ops.ExpireOp("box", T0 + 2 * HOUR)],
+    ]
+    states = []
+    for name in ("n1", "n2"):
+        store = Store.open(tmp_path / name)
+        try:
+            machine = MailboxMachine(store, lambda changes: None)
+            results = [machine.apply_batch(i + 2, [ops.encode(op) for op in entry]) for i, entry in enumerate(entries)]
+            states.append((results, store.get_clock(), store.get_mailbox("box")))
+        finally:
+            store.close()
+    assert states[0] == states[1]
+    assert states[0][0][2] == [{"msg_id": 1}, {"expired": False}]
