@@ -55,7 +55,10 @@ pysyncobj behaviour relied on (``pysyncobj/syncobj.py`` of 0.3.17):
   into place.
 - A follower receives a snapshot in chunks into ``fullDumpFile + '.1.tmp'`` (not fsynced),
   renames it over ``fullDumpFile`` and loads it at once with ``clearJournal=True``
-  (serializer.py L176-202, syncobj.py L1022-1025); a restarted node loads ``fullDumpFile`` in
+  (serializer.py L176-202, syncobj.py L1022-1025; ``_CheckedSerializer`` fsyncs and verifies
+  it before the rename, and reports a bad one as not complete); a leader sends the file the
+  serializer's ``getTransmissionData`` reads, from its first chunk (syncobj.py L1309-1327,
+  serializer.py L117-148); a restarted node loads ``fullDumpFile`` in
   its first tick with ``clearJournal=False`` (L624-627). Loading (``__loadDumpFile`` L1472)
   calls the deserializer, whose result prefixed with ``None`` replaces pysyncobj's pickled
   object state; clears the journal and puts the snapshot's last two entries in it unless the
