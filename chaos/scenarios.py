@@ -336,4 +336,4 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
 
 # The CI subset: fixed seeds, about a minute each, gating.
 CI = [("kill-leader", 1), ("pause-leader", 2), ("partition-leader", 3), ("kill-all", 4), ("power-loss-one", 5),
-      ("corrupt-minority", 6)]
+      ("corrupt-minority", 6), ("corrupt-roaming", 3)]
