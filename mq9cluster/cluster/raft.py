@@ -329,10 +329,11 @@ class _CheckedSerializer(Serializer):
       behind the leader's, so the leader sends the snapshot again.
     """
 
-    def __init__(self, conf: SyncObjConf, sendable: Callable[[], bool]) -> None:
+    def __init__(self, conf: SyncObjConf, sendable: Callable[[], bool], address: str = "") -> None:
         super().__init__(conf.fullDumpFile, conf.logCompactionBatchSize, False, conf.serializer,
                          conf.deserializer, conf.serializeChecker)
         self._sendable = sendable
+        self._address = address  # for the log
         self._final: str = conf.fullDumpFile
         self._incoming: BinaryIO | None = None
 
@@ -361,7 +362,7 @@ class _CheckedSerializer(Serializer):
             self._close_incoming()
             return self._accept(partial)
         except OSError:
-            logger.exception("raft: storing a snapshot received from the leader failed")
+            logger.exception("raft %s: storing a snapshot received from the leader failed", self._address)
             self._close_incoming()
             return False
 
@@ -372,13 +373,13 @@ class _CheckedSerializer(Serializer):
                 verified_snapshot_state(f)
         except (SnapshotCorrupt, ValueError) as exc:
             os.replace(partial, self._final + _REJECTED)
-            logger.error("raft: a snapshot received from the leader failed verification (%s); nothing "
-                         "of it was applied, it is kept as %s and the leader will send it again",
-                         exc, self._final + _REJECTED)
+            logger.error("raft %s: a snapshot received from the leader failed verification (%s); "
+                         "nothing of it was applied, it is kept as %s and the leader will send it again",
+                         self._address, exc, self._final + _REJECTED)
             return False
         os.replace(partial, self._final)
         _fsync_dir(os.path.dirname(self._final))
-        logger.info("raft: snapshot at index %d received from the leader and verified", last[1])
+        logger.info("raft %s: snapshot at index %d received from the leader and verified", self._address, last[1])
         return True
 
     def _close_incoming(self) -> None:
@@ -400,7 +401,7 @@ class _ReplicatedLog(SyncObj):
             self._doDestroy()  # the journal is open and the transport half built: close both
             raise OSError(f"raft: cannot bind {self_address}: {exc.errorCode}") from exc
         if sendable is not None:  # pysyncobj first reads or sends a snapshot in a tick, never before
-            self._SyncObj__serializer = _CheckedSerializer(conf, sendable)  # type: ignore[attr-defined]
+            self._SyncObj__serializer = _CheckedSerializer(conf, sendable, self_address)  # type: ignore[attr-defined]
 
     # NEVER rename this method and never add another @replicated method: pysyncobj numbers
     # replicated methods by their sorted names and stores the number in every log entry. Change
