@@ -512,6 +512,7 @@ class RaftNode:
         # it was last verified whole (tick thread)
         self._snapshot_in_place: tuple[Any, Any, list[str]] | None = None
         self._snapshot_verified: tuple[int, int, int] | None = None
+        self._snapshot_check: _FileCheck | None = None  # a version being read, off the tick thread
         self._rewrite_after = 0.0  # no new attempt to rewrite a damaged snapshot before this
         self._snapshots_written = 0
         self._snapshots_installed = 0
@@ -944,11 +945,12 @@ class RaftNode:
     def _snapshot_sendable(self) -> bool:
         """Whether the snapshot file in place may be sent to a follower (tick thread, leader).
 
-        Each version of the file (inode, size, mtime) is read whole once: both checksums, and
-        its metadata must be that of the snapshot this node's log starts from. A file that fails
-        is never sent: it is rewritten from the store (``_rewrite_snapshot``), and until then the
-        follower waits (checked again at most every ``_REWRITE_RETRY`` s, say if the rewrite
-        failed).
+        Each version of the file (inode, size, mtime) is read whole once, on a thread of its own
+        (``_FileCheck``: a large file must not hold up heartbeats): both checksums, and its
+        metadata must be that of the snapshot this node's log starts from. Until the check is
+        done nothing is sent. A file that fails is never sent: it is rewritten from the store
+        (``_rewrite_snapshot``), and until then the follower waits (checked again at most every
+        ``_REWRITE_RETRY`` s, say if the rewrite failed).
         """
         path = os.path.join(self._raft_dir, "snapshot")
         try:
@@ -959,16 +961,20 @@ class RaftNode:
             return True
         if self._snapshot_job is not None or time.monotonic() < self._rewrite_after:
             return False  # a new snapshot is being written, or this one failed a moment ago
-        try:
-            with open(path, "rb") as f:
-                last, prev, _, _ = read_snapshot_meta(f)
-                verified_snapshot_state(f)
-            held = self._snapshot_in_place
-            if held is None or (tuple(last), tuple(prev)) != (tuple(held[0]), tuple(held[1])):
-                raise SnapshotCorrupt(f"{path}: holds the snapshot at index {last[1]}, the log starts "
-                                      f"from the one at {held[0][1] if held else 'none'}")
-        except (SnapshotCorrupt, OSError, ValueError) as exc:
-            logger.error("raft %s: not sending this node's snapshot to a follower: %s", self.address, exc)
+        check = self._snapshot_check
+        if check is None or check.version != version:
+            self._snapshot_check = _FileCheck(path, version)
+            return False
+        if check.thread.is_alive():
+            return False
+        self._snapshot_check = None
+        held = self._snapshot_in_place
+        problem = check.error
+        if problem is None and (held is None or check.meta != (tuple(held[0]), tuple(held[1]))):
+            problem = SnapshotCorrupt(f"{path}: holds the snapshot at index {check.meta[0][1]}, the log "
+                                      f"starts from the one at {held[0][1] if held else 'none'}")
+        if problem is not None:
+            logger.error("raft %s: not sending this node's snapshot to a follower: %s", self.address, problem)
             self._rewrite_snapshot()
             return False
         self._snapshot_verified = version
@@ -1135,6 +1141,26 @@ class _SnapshotJob:
             except Exception:
                 logger.exception("raft: discarding a captured snapshot state failed")
             self.write = time.perf_counter() - captured
+
+
+class _FileCheck:
+    """One version of a snapshot file read whole (both checksums) by a thread of its own."""
+
+    def __init__(self, path: str, version: tuple[int, int, int]) -> None:
+        self.version = version
+        self.meta: tuple[tuple[Any, ...], tuple[Any, ...]] = ((), ())  # (last, prev) once it passed
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(path,), name="raft-snapshot-check", daemon=True)
+        self.thread.start()
+
+    def _run(self, path: str) -> None:
+        try:
+            with open(path, "rb") as f:
+                last, prev, _, _ = read_snapshot_meta(f)
+                verified_snapshot_state(f)
+            self.meta = (tuple(last), tuple(prev))
+        except (SnapshotCorrupt, OSError, ValueError) as exc:
+            self.error = exc
 
 
 def _file_version(path: str) -> tuple[int, int, int]:
