@@ -4,6 +4,8 @@ Speaks pysyncobj's utility commands (``status``, ``add``, ``remove``, ``transfer
 its ``syncobj_admin`` tool) to a member's Raft address, so it works whatever state the NATS side
 is in. Blocking calls, meant for the CLI and for a joining node's start-up thread. A membership
 change is committed through the Raft log like any entry: ``add``/``remove`` answer once it is.
+Both are idempotent (a change already committed is success with nothing to do) and raise
+``MembershipUnknown`` when a change was proposed but not confirmed; calling again converges.
 A cluster started with a password (``--cluster-password``) answers only calls made with it.
 """
 
