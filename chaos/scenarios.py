@@ -338,4 +338,4 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
 # clock-skew seed 3 puts the leader's clock 2 h ahead within seconds (it lost 78 acknowledged
 # messages before the cluster clock).
 CI = [("kill-leader", 1), ("pause-leader", 2), ("partition-leader", 3), ("kill-all", 4), ("power-loss-one", 5),
-      ("corrupt-minority", 6), ("clock-skew", 3)]
+      ("corrupt-minority", 6), ("clock-skew", 3), ("corrupt-roaming", 3)]

@@ -15,7 +15,7 @@ from pydantic.fields import FieldInfo
 
 from mq9cluster import __version__
 from mq9cluster.config import Settings, load_settings, reference_markdown
-from mq9cluster.errors import ClusterAdminError, ConfigError
+from mq9cluster.errors import ClusterAdminError, ConfigError, MembershipUnknown
 
 
 def _click_type(field: FieldInfo) -> Any:
@@ -109,20 +109,36 @@ def join(seed: str, join_wait: float, config_file: Path | None, debug: bool, tra
     _run_node(config_file, debug, trace, debug_trace, flags, join_seeds=seeds, join_wait=join_wait)
 
 
+EXIT_UNKNOWN = 3  # `leave`: the removal was proposed and not confirmed; run the same command again
+
+
 @main.command()
 @click.option("--raft-addr", "member", required=True, metavar="HOST:PORT", help="Raft address of the member to remove.")
 @click.option("--seed", metavar="HOST:PORT", help="Raft address of another member to go through (default: the member itself).")
 @click.option("--cluster-password", envvar="MQ9_CLUSTER_PASSWORD", help="The cluster's password, if it has one.")
 def leave(member: str, seed: str | None, cluster_password: str | None) -> None:
-    """Remove a member from the cluster (leadership moves first if it leads); then stop its process."""
+    """Remove a member from the cluster (leadership moves first if it leads); then stop its process.
+
+    Exit 0: removed, or not a member (any more). 1: nothing was changed (no leader, unreachable,
+    refused). 3: outcome unknown, the removal may still commit; run the same command again.
+    """
     from mq9cluster.cluster import admin
 
     try:
-        through = admin.remove_member(member, seed, password=cluster_password)
+        removed, leader = admin.remove_member(member, seed, password=cluster_password)
+    except MembershipUnknown as exc:
+        click.echo(f"mq9cluster: outcome unknown: {exc}. The removal may still commit. Do not wipe or reuse the "
+                   "node yet; run this command again once the cluster has a quorum: it reports success when the "
+                   "removal has committed and proposes it again if it was lost", err=True)
+        sys.exit(EXIT_UNKNOWN)
     except ClusterAdminError as exc:
         click.echo(f"mq9cluster: error: {exc}", err=True)
         sys.exit(1)
-    click.echo(f"{member} removed from the cluster (committed through {through}); stop its process now")
+    if removed:
+        click.echo(f"{member} removed from the cluster (committed through {leader}); stop its process now")
+    else:
+        click.echo(f"{member} is not a member (committed, as the leader {leader} sees it): nothing to do; "
+                   "stop its process if it still runs")
 
 
 @main.command()

@@ -60,6 +60,13 @@ class ClusterAdminError(Mq9Error):
     """A membership or status command could not be carried out; the message says where and why."""
 
 
+class MembershipUnknown(ClusterAdminError):
+    """A membership change was proposed and not confirmed: it may commit later, or never.
+
+    Running the same command again converges: it reports the change done once it has committed,
+    and proposes it again if it was lost."""
+
+
 class SnapshotCorrupt(Mq9Error):
     """A snapshot file is truncated, foreign or fails its checksum."""
 

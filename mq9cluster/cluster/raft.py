@@ -55,7 +55,10 @@ pysyncobj behaviour relied on (``pysyncobj/syncobj.py`` of 0.3.17):
   into place.
 - A follower receives a snapshot in chunks into ``fullDumpFile + '.1.tmp'`` (not fsynced),
   renames it over ``fullDumpFile`` and loads it at once with ``clearJournal=True``
-  (serializer.py L176-202, syncobj.py L1022-1025); a restarted node loads ``fullDumpFile`` in
+  (serializer.py L176-202, syncobj.py L1022-1025; ``_CheckedSerializer`` fsyncs and verifies
+  it before the rename, and reports a bad one as not complete); a leader sends the file the
+  serializer's ``getTransmissionData`` reads, from its first chunk (syncobj.py L1309-1327,
+  serializer.py L117-148); a restarted node loads ``fullDumpFile`` in
   its first tick with ``clearJournal=False`` (L624-627). Loading (``__loadDumpFile`` L1472)
   calls the deserializer, whose result prefixed with ``None`` replaces pysyncobj's pickled
   object state; clears the journal and puts the snapshot's last two entries in it unless the
@@ -84,6 +87,7 @@ import msgpack
 from pysyncobj import FAIL_REASON, SERIALIZER_STATE, SyncObj, SyncObjConf, SyncObjException, replicated
 from pysyncobj.node import Node, TCPNode
 from pysyncobj.pipe_notifier import PipeNotifier
+from pysyncobj.serializer import Serializer
 from pysyncobj.transport import TCPTransport
 
 from mq9cluster.cluster.journal import _fsync_dir, install_durable_journal
@@ -116,6 +120,8 @@ _BARRIER_RETRY_PAUSE = 0.01
 _NO_QUORUM = -1  # our own outcome code next to pysyncobj's FAIL_REASON values
 # pysyncobj's (serializer.py L85, L176), ours (_SnapshotJob) and older releases' (.state).
 _SNAPSHOT_TEMPORARIES = (".tmp", ".1.tmp", ".writing", ".tmp.state", ".state")
+_REJECTED = ".rejected"  # the last received snapshot that failed verification, kept for forensics
+_REWRITE_RETRY = 5.0  # seconds between attempts to rewrite a damaged own snapshot
 
 ApplyEntry = Callable[[int, bytes], Any]
 Done = Callable[[Any, "BaseException | None"], None]
@@ -307,11 +313,86 @@ class _Transport(TCPTransport):
         return {**message, "prevLogIdx": last, "prevLogTerm": term, "entries": entries}
 
 
+class _CheckedSerializer(Serializer):
+    """pysyncobj's snapshot file serializer, with both ends of a snapshot transfer checked.
+
+    - Sending (leader, tick thread): a transfer to a follower begins only if ``sendable()`` says
+      the file in place is intact. Otherwise ``getTransmissionData`` gives None, which pysyncobj
+      sends as "nothing this time" (the follower ignores it) and tries again at the next
+      heartbeat (syncobj.py L1309-1327).
+    - Receiving (follower): pysyncobj's own ``setTransmissionData`` renames the received file
+      over the snapshot unverified and never fsyncs it (serializer.py L168-202); a bad one then
+      stops the node, and at every restart again. Here the chunks go to the same ``.1.tmp``
+      file, which is fsynced and verified (both checksums) when complete, and only a verified
+      file is put in place and reported complete (pysyncobj then loads it). A bad one is kept as
+      ``snapshot.rejected`` (the last one only) and never reported: the follower's log stays
+      behind the leader's, so the leader sends the snapshot again.
+    """
+
+    def __init__(self, conf: SyncObjConf, sendable: Callable[[], bool], address: str = "") -> None:
+        super().__init__(conf.fullDumpFile, conf.logCompactionBatchSize, False, conf.serializer,
+                         conf.deserializer, conf.serializeChecker)
+        self._sendable = sendable
+        self._address = address  # for the log
+        self._final: str = conf.fullDumpFile
+        self._incoming: BinaryIO | None = None
+
+    def getTransmissionData(self, transmissionID: Any) -> Any:  # noqa: N802 (pysyncobj's name)
+        starting = transmissionID not in self._Serializer__transmissions  # type: ignore[attr-defined]
+        if starting and self._Serializer__pid == 0 and not self._sendable():  # type: ignore[attr-defined]
+            return None
+        return super().getTransmissionData(transmissionID)
+
+    def setTransmissionData(self, data: Any) -> bool:  # noqa: N802 (pysyncobj's name)
+        if data is None:
+            return False
+        chunk, first, last = data
+        partial = self._final + ".1.tmp"
+        try:
+            if first:
+                self._close_incoming()
+                self._incoming = open(partial, "wb")
+            if self._incoming is None:
+                return False  # the middle of a transfer whose start this node missed
+            self._incoming.write(chunk)
+            if not last:
+                return False
+            self._incoming.flush()
+            os.fsync(self._incoming.fileno())
+            self._close_incoming()
+            return self._accept(partial)
+        except OSError:
+            logger.exception("raft %s: storing a snapshot received from the leader failed", self._address)
+            self._close_incoming()
+            return False
+
+    def _accept(self, partial: str) -> bool:
+        try:
+            with open(partial, "rb") as f:
+                last, _, _, _ = read_snapshot_meta(f)
+                verified_snapshot_state(f)
+        except (SnapshotCorrupt, ValueError) as exc:
+            os.replace(partial, self._final + _REJECTED)
+            logger.error("raft %s: a snapshot received from the leader failed verification (%s); "
+                         "nothing of it was applied, it is kept as %s and the leader will send it again",
+                         self._address, exc, self._final + _REJECTED)
+            return False
+        os.replace(partial, self._final)
+        _fsync_dir(os.path.dirname(self._final))
+        logger.info("raft %s: snapshot at index %d received from the leader and verified", self._address, last[1])
+        return True
+
+    def _close_incoming(self) -> None:
+        if self._incoming is not None:
+            self._incoming.close()
+            self._incoming = None
+
+
 class _ReplicatedLog(SyncObj):
     """The pysyncobj object. Holds no state of its own: state lives in the store."""
 
     def __init__(self, on_apply: Callable[[int, bytes], Any], self_address: str, peers: list[str],
-                 conf: SyncObjConf) -> None:
+                 conf: SyncObjConf, sendable: Callable[[], bool] | None = None) -> None:
         self._on_apply = on_apply
         self.messages_received = 0  # counted by _Transport: part of the tick loop's progress test
         try:
@@ -319,6 +400,8 @@ class _ReplicatedLog(SyncObj):
         except SyncObjException as exc:
             self._doDestroy()  # the journal is open and the transport half built: close both
             raise OSError(f"raft: cannot bind {self_address}: {exc.errorCode}") from exc
+        if sendable is not None:  # pysyncobj first reads or sends a snapshot in a tick, never before
+            self._SyncObj__serializer = _CheckedSerializer(conf, sendable, self_address)  # type: ignore[attr-defined]
 
     # NEVER rename this method and never add another @replicated method: pysyncobj numbers
     # replicated methods by their sorted names and stores the number in every log entry. Change
@@ -425,6 +508,12 @@ class RaftNode:
         self._refusing = False
         self._snapshot_job: _SnapshotJob | None = None
         self._snapshot_failed = False  # _write_snapshot raised: report FAILED once
+        # (last, prev, cluster) of the snapshot file in place, and its (inode, size, mtime) when
+        # it was last verified whole (tick thread)
+        self._snapshot_in_place: tuple[Any, Any, list[str]] | None = None
+        self._snapshot_verified: tuple[int, int, int] | None = None
+        self._snapshot_check: _FileCheck | None = None  # a version being read, off the tick thread
+        self._rewrite_after = 0.0  # no new attempt to rewrite a damaged snapshot before this
         self._snapshots_written = 0
         self._snapshots_installed = 0
         raft_dir = self._raft_dir = os.path.join(data_dir, "raft")
@@ -435,7 +524,8 @@ class RaftNode:
                 os.unlink(path)
         install_durable_journal()
         others = sorted({peer for peer in peers if peer != self_address})
-        self._obj = _ReplicatedLog(self._apply, self_address, others, self._conf(raft_dir))
+        self._obj = _ReplicatedLog(self._apply, self_address, others, self._conf(raft_dir),
+                                   self._snapshot_sendable if snapshot_writer is not None else None)
         self._wakeup = PipeNotifier(self._obj._poller)
         self._thread = threading.Thread(target=self._run, name=f"raft-{self_address}", daemon=True)
         self._thread.start()
@@ -775,20 +865,29 @@ class RaftNode:
         if job.thread.is_alive():
             return SERIALIZER_STATE.SERIALIZING
         self._snapshot_job = None
+        # A rewrite of a damaged snapshot is no compaction: pysyncobj must not hear of it.
+        failed = SERIALIZER_STATE.NOT_SERIALIZING if job.rewrite else SERIALIZER_STATE.FAILED
         if job.error is not None or job.superseded:
             if job.error is not None:
                 logger.error("raft %s: writing the snapshot at index %d failed: %r",
                              self.address, job.index, job.error)
             if os.path.exists(job.partial):
                 os.unlink(job.partial)
-            return SERIALIZER_STATE.FAILED
+            return failed
         try:
             os.replace(job.partial, job.final)
             _fsync_dir(self._raft_dir)
+            self._snapshot_verified = _file_version(job.final)  # written and fsynced just now
         except OSError:
             logger.exception("raft %s: putting the snapshot at index %d in place failed",
                              self.address, job.index)
-            return SERIALIZER_STATE.FAILED
+            return failed
+        self._snapshot_in_place = job.meta
+        if job.rewrite:
+            logger.warning("raft %s: the damaged snapshot at index %d was replaced by one rewritten "
+                           "from the store (state at %d, %d bytes): followers get this one",
+                           self.address, job.index, job.state_index, job.size)
+            return SERIALIZER_STATE.NOT_SERIALIZING
         self._snapshots_written += 1
         logger.info("raft %s: snapshot at index %d (state at %d) written on the snapshot thread: "
                     "state captured in %.1f ms, %d bytes written in %.1f ms", self.address,
@@ -812,7 +911,14 @@ class RaftNode:
                 if have < state_index:
                     self._install(f, last[1], state_index, have)
                     self._obj.restart_election_timer()
+                    intact = True
+                else:
+                    intact = self._state_intact(f, last[1])
+                self._snapshot_in_place = (last, prev, cluster)
+                self._snapshot_verified = _file_version(path) if intact else None
             self._obj.keep_log_after_snapshot(prev, last)
+            if not intact:
+                self._rewrite_snapshot()
             return last, prev, {TCPNode(address) for address in cluster}
         except BaseException as exc:
             # pysyncobj only logs a failing deserializer and would go on without the state:
@@ -824,6 +930,73 @@ class RaftNode:
                                 self.address, exc)
             self._failure = exc
             raise
+
+    def _state_intact(self, f: BinaryIO, index: int) -> bool:
+        """Check the state of a snapshot the state machine is past: unused here, but sent to followers."""
+        try:
+            verified_snapshot_state(f)
+            return True
+        except SnapshotCorrupt as exc:
+            logger.error("raft %s: this node's snapshot at index %d is damaged (%s); the store is past "
+                         "it, so nothing is lost: it is rewritten from the store and no snapshot is "
+                         "sent to a follower until then", self.address, index, exc)
+            return False
+
+    def _snapshot_sendable(self) -> bool:
+        """Whether the snapshot file in place may be sent to a follower (tick thread, leader).
+
+        Each version of the file (inode, size, mtime) is read whole once, on a thread of its own
+        (``_FileCheck``: a large file must not hold up heartbeats): both checksums, and its
+        metadata must be that of the snapshot this node's log starts from. Until the check is
+        done nothing is sent. A file that fails is never sent: it is rewritten from the store
+        (``_rewrite_snapshot``), and until then the follower waits (checked again at most every
+        ``_REWRITE_RETRY`` s, say if the rewrite failed).
+        """
+        path = os.path.join(self._raft_dir, "snapshot")
+        try:
+            version = _file_version(path)
+        except OSError:
+            return False  # no snapshot yet
+        if version == self._snapshot_verified:
+            return True
+        if self._snapshot_job is not None or time.monotonic() < self._rewrite_after:
+            return False  # a new snapshot is being written, or this one failed a moment ago
+        check = self._snapshot_check
+        if check is None or check.version != version:
+            self._snapshot_check = _FileCheck(path, version)
+            return False
+        if check.thread.is_alive():
+            return False
+        self._snapshot_check = None
+        held = self._snapshot_in_place
+        problem = check.error
+        if problem is None and (held is None or check.meta != (tuple(held[0]), tuple(held[1]))):
+            problem = SnapshotCorrupt(f"{path}: holds the snapshot at index {check.meta[0][1]}, the log "
+                                      f"starts from the one at {held[0][1] if held else 'none'}")
+        if problem is not None:
+            logger.error("raft %s: not sending this node's snapshot to a follower: %s", self.address, problem)
+            self._rewrite_snapshot()
+            return False
+        self._snapshot_verified = version
+        return True
+
+    def _rewrite_snapshot(self) -> None:
+        """Replace a damaged snapshot file by one captured from the store now (tick thread).
+
+        It keeps the damaged one's last and previous entries and members, which pysyncobj's log
+        starts from and a follower's log will start from (``__loadDumpFile``, syncobj.py L1489):
+        only the state is newer, as in every snapshot (entries it already holds are skipped).
+        """
+        self._rewrite_after = time.monotonic() + _REWRITE_RETRY
+        held = self._snapshot_in_place
+        if held is None:
+            logger.critical("raft %s: the snapshot's log position is unknown, it cannot be rewritten: "
+                            "this node sends no snapshot to followers; rebuild it", self.address)
+            return
+        if self._snapshot_job is None:
+            last, prev, cluster = held
+            self._snapshot_job = _SnapshotJob(os.path.join(self._raft_dir, "snapshot"), last, prev, cluster,
+                                              self._snapshot_writer, rewrite=True)  # type: ignore[arg-type]
 
     def _install(self, f: BinaryIO, index: int, state_index: int, have: int) -> None:
         started = time.perf_counter()
@@ -932,9 +1105,12 @@ def write_snapshot_file(path: str, meta: bytes, write_state: Callable[[BinaryIO]
 class _SnapshotJob:
     """One snapshot file, captured and written by a thread of its own."""
 
-    def __init__(self, final: str, last: Any, prev: Any, cluster: list[str], capture: SnapshotWriter) -> None:
+    def __init__(self, final: str, last: Any, prev: Any, cluster: list[str], capture: SnapshotWriter,
+                 rewrite: bool = False) -> None:
         self.final = final
         self.partial = final + ".writing"
+        self.meta = (last, prev, cluster)
+        self.rewrite = rewrite  # a damaged file's replacement, not a log compaction
         self.index = last[1]
         self.state_index = 0
         self.capture = self.write = 0.0  # seconds each step took
@@ -965,6 +1141,31 @@ class _SnapshotJob:
             except Exception:
                 logger.exception("raft: discarding a captured snapshot state failed")
             self.write = time.perf_counter() - captured
+
+
+class _FileCheck:
+    """One version of a snapshot file read whole (both checksums) by a thread of its own."""
+
+    def __init__(self, path: str, version: tuple[int, int, int]) -> None:
+        self.version = version
+        self.meta: tuple[tuple[Any, ...], tuple[Any, ...]] = ((), ())  # (last, prev) once it passed
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(path,), name="raft-snapshot-check", daemon=True)
+        self.thread.start()
+
+    def _run(self, path: str) -> None:
+        try:
+            with open(path, "rb") as f:
+                last, prev, _, _ = read_snapshot_meta(f)
+                verified_snapshot_state(f)
+            self.meta = (tuple(last), tuple(prev))
+        except (SnapshotCorrupt, OSError, ValueError) as exc:
+            self.error = exc
+
+
+def _file_version(path: str) -> tuple[int, int, int]:
+    st = os.stat(path)
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def read_snapshot_meta(f: BinaryIO) -> tuple[tuple[bytes, int, int], tuple[bytes, int, int], list[str], int]:

@@ -142,3 +142,43 @@ def test_two_nodes_join_at_once_through_a_list_of_seeds(cluster, tmp_path) -> No
     members = status(a)
     assert sorted(members) == sorted(n.raft_addr for n in group.nodes)
     assert all(row["role"] in ("leader", "follower") for row in members.values()), members
+
+
+def test_a_leave_without_a_quorum_is_unknown_and_a_retry_converges(cluster) -> None:
+    group = cluster(3)
+    leader = group.wait_leader()
+    down, leaving = [n for n in group.nodes if n is not leader]
+    down.stop()  # the leader keeps its quorum through `leaving`, until the removal is appended:
+    # from then on it needs `down`, the one other member left, to commit anything
+    done = cli("leave", "--raft-addr", leaving.raft_addr, "--seed", leader.raft_addr)
+    assert done.returncode == 3, (done.stdout, done.stderr)
+    assert "outcome unknown" in done.stderr and "run this command again" in done.stderr
+    assert "Traceback" not in done.stderr
+    leaving.stop()  # as an operator would: it may be out of the cluster already
+
+    down.start()  # a quorum again: the leader's log is the longer one, so it leads and commits
+    group.wait_leader(timeout=20)
+    done = cli("leave", "--raft-addr", leaving.raft_addr, "--seed", leader.raft_addr)
+    assert done.returncode == 0, done.stderr
+    assert "not a member" in done.stdout and "nothing to do" in done.stdout
+    group.nodes.remove(leaving)
+    assert sorted(status(down)) == sorted([leader.raft_addr, down.raft_addr])
+
+    async def write_after() -> None:
+        nc = await connect(down)
+        await create(nc, public=True, name="ops.after.unknown")
+        await nc.close()
+
+    run(write_after())
+
+
+def test_leave_of_a_non_member_and_join_of_a_member_change_nothing(cluster) -> None:
+    from mq9cluster.cluster import admin
+
+    group = cluster(3)
+    a, b, _ = group.nodes
+    done = cli("leave", "--raft-addr", "127.0.0.1:1", "--seed", a.raft_addr)
+    assert done.returncode == 0, done.stderr
+    assert "127.0.0.1:1 is not a member" in done.stdout
+    assert admin.add_member(a.raft_addr, b.raft_addr) is False  # already one: nothing proposed
+    assert sorted(status(a)) == sorted(n.raft_addr for n in group.nodes)

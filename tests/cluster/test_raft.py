@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import os
 import socket
 import statistics
 import threading
@@ -299,6 +301,41 @@ def test_snapshot_compacts_the_log_and_restores_a_fresh_store(cluster: Callable[
     node = c.start(address)
     wait_for(lambda: node.status().role == "stopped")
     assert "checksum" in str(node.failure)
+
+
+def test_a_snapshot_file_is_checked_before_it_is_sent_and_rewritten_if_damaged(
+        cluster: Callable[..., Cluster]) -> None:
+    from mq9cluster.cluster.raft import read_snapshot_meta, verified_snapshot_state
+
+    c = cluster(1, tuning=RaftTuning(propose_timeout=2.0, snapshot_min_entries=20), snapshots=True)
+    address = c.addresses[0]
+    node = c.start(address)
+    c.leader()
+    for i in range(40):
+        node.propose(entry(b"%d" % i)).result(5)
+    snapshot = c.root / address.replace(":", "_") / "raft" / "snapshot"
+    wait_for(lambda: node.status().snapshots_written >= 1)
+    time.sleep(0.5)  # no proposals any more: no further compaction
+    written = node.status().snapshots_written
+    assert node._snapshot_sendable()  # written and fsynced here: no need to read it again
+
+    good = snapshot.read_bytes()
+    os.utime(snapshot, ns=(1, 1))  # another version of the file, the same bytes
+    assert not node._snapshot_sendable()  # read first, on a thread of its own
+    wait_for(node._snapshot_sendable)
+    assert snapshot.read_bytes() == good
+
+    damaged = bytearray(good)
+    damaged[-20] ^= 0xFF  # inside the state
+    snapshot.write_bytes(bytes(damaged))
+    assert not node._snapshot_sendable()
+    wait_for(node._snapshot_sendable)  # rewritten from the state machine, then checked
+    with open(snapshot, "rb") as f:
+        last, prev, _, state_index = read_snapshot_meta(f)
+        verified_snapshot_state(f)
+    assert (last, prev) == read_snapshot_meta(io.BytesIO(good))[:2]  # the same place in the log
+    assert state_index >= last[1]
+    assert node.status().snapshots_written == written  # a rewrite is no log compaction
 
 
 def test_a_slow_snapshot_write_does_not_hold_up_the_raft_thread(cluster: Callable[..., Cluster]) -> None:
