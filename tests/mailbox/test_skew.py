@@ -37,9 +37,8 @@ def test_before_any_report_nothing_is_known_but_this_nodes_clock() -> None:
     view = clock_view(ClusterClock(), A, T0)
     assert view == {"cluster_ms": None, "wall_ms": T0, "wall_minus_cluster_ms": None, "skew_ms": None,
                     "reporters": {}}
-    # one report, no majority of three yet: its reading is kept, the clock is not known
-    assert skew_ms(reported((A, T0)), A) is None
-    assert skew_ms(reported((A, T0), (B, T0)), C) is None
+    assert skew_ms(reported((A, T0)), A) is None  # one report of three voters: no majority, no clock yet
+    assert skew_ms(reported((A, T0), (B, T0)), C) is None  # a clock, but C has not reported
 
 
 def test_the_warning_comes_at_most_once_a_minute_and_says_when_the_clock_is_back(caplog) -> None:
