@@ -19,6 +19,8 @@ from mq9cluster.config import Settings
 from mq9cluster.cluster import admin
 from mq9cluster.errors import ClusterAdminError, ConfigError, Mq9Error
 from mq9cluster.mailbox.machine import Change, Created, MailboxMachine, Removed
+from mq9cluster.mailbox import skew
+from mq9cluster.mailbox.pull_service import now_ms
 from mq9cluster.mailbox.service import MailboxService
 from mq9cluster.server.monitor import Monitor
 from mq9cluster.server.routes import RouteLayer
@@ -135,12 +137,18 @@ class Node:
         """This node's Raft view as JSON-ready data (``/raftz``)."""
         status = dataclasses.asdict(self.raft.status())
         status["node_id"] = self.settings.node_name
+        status["clock"] = skew.clock_view(self.machine.clock, self.settings.raft_addr, now_ms())
         return status
+
+    def _skew_ms(self) -> int | None:
+        """This node's clock minus the cluster clock, from its latest applied report (mailbox/skew.py)."""
+        return skew.skew_ms(self.machine.clock, self.settings.raft_addr)
 
     def metrics_snapshot(self) -> dict[str, float]:
         """The numbers ``/metrics`` reads at scrape time (names from metrics.SNAPSHOT_METRICS)."""
         stats, raft, totals = self.server.stats, self.raft.status(), self.machine.totals
-        return {
+        clock, skew_ms = self.machine.clock, self._skew_ms()
+        values = {
             "messages_in": stats.in_msgs, "messages_out": stats.out_msgs,
             "bytes_in": stats.in_bytes, "bytes_out": stats.out_bytes,
             "connections": len(self.server.clients), "connections_accepted": stats.total_connections,
@@ -152,7 +160,11 @@ class Node:
             "raft_proposals": self.committer.entries_proposed, "raft_proposal_retries": self.committer.retries,
             "raft_peers_connected": sum(raft.peers.values()),
             "mailboxes": totals.mailboxes, "stored_messages": totals.messages, "stored_bytes": totals.bytes,
+            "cluster_clock_ms": clock.now,
         }
+        if skew_ms is not None:
+            values["clock_skew_seconds"] = skew_ms / 1000
+        return values
 
     def readiness(self) -> tuple[int, dict[str, Any]]:
         """``/readyz``: 200 once this node is a member that knows a leader and applied what it knows
@@ -200,6 +212,7 @@ class Node:
                 raise ConfigError(f"cannot listen on {s.cluster_addr} (routes): {exc.strerror}") from None
         if not s.legacy_clock:
             self.spawn(self.mailboxes.run_clock(s.raft_addr, lambda: len(self.raft.status().members)))
+            self.spawn(skew.watch(self._skew_ms))
         self.spawn(self.mailboxes.run_expiry(s.expiry_interval, legacy=s.legacy_clock))
         self.spawn(self.mailboxes.pull.run_ticks(self._is_leader, TICK_INTERVAL))
 

@@ -55,6 +55,8 @@ SNAPSHOT_METRICS: dict[str, tuple[str, str]] = {
     "mailboxes": ("gauge", "Mailboxes in the store, as applied on this node."),
     "stored_messages": ("gauge", "Messages stored in all mailboxes."),
     "stored_bytes": ("gauge", "Bytes (payloads and headers) stored in all mailboxes."),
+    "cluster_clock_ms": ("gauge", "The cluster clock (unix ms) as applied on this node; 0 before the first clock report."),
+    "clock_skew_seconds": ("gauge", "This node's wall clock minus the cluster clock, from its latest applied clock report."),
 }
 
 
