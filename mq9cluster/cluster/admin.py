@@ -11,6 +11,7 @@ A cluster started with a password (``--cluster-password``) answers only calls ma
 
 from __future__ import annotations
 
+import socket
 import time
 from dataclasses import dataclass
 
@@ -27,13 +28,22 @@ def call(address: str, command: list[str], timeout: float = CALL_TIMEOUT, passwo
     try:
         answer = TcpUtility(password=password or None, timeout=timeout).executeCommand(address, command)
     except UtilityException as exc:
-        hint = " (a cluster started with --cluster-password drops calls without the same password)"
-        raise ClusterAdminError(f"raft node {address}: {exc or 'no answer'}{hint}") from None
+        raise ClusterAdminError(f"raft node {address}: {exc or 'no answer'}{_why_no_answer(address)}") from None
     except (OSError, ValueError) as exc:
         raise ClusterAdminError(f"raft node {address}: {exc}") from None
     if answer is None:
         raise ClusterAdminError(f"raft node {address}: cannot connect")
     return answer
+
+
+def _why_no_answer(address: str) -> str:
+    """Tell a node that is down from one that dropped the call (a wrong or missing password)."""
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=1.0).close()
+    except (OSError, ValueError) as exc:
+        return f" (nothing answers there: {getattr(exc, 'strerror', None) or exc})"
+    return " (the port is open: a cluster started with --cluster-password drops calls without the same password)"
 
 
 def node_status(address: str, timeout: float = CALL_TIMEOUT, password: str | None = None) -> RaftStatus:

@@ -111,3 +111,12 @@ def test_join_and_leave_with_the_password(mq9, tmp_path):
         assert done.returncode == 0, done.stderr
     finally:
         joiner.stop()
+
+
+def test_a_node_that_is_down_is_not_blamed_on_the_password():
+    with socket.socket() as probe:  # a port nothing listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"
+    done = cli("status", "--seed", address)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "nothing answers there" in done.stderr and "--cluster-password" not in done.stderr, done.stderr
