@@ -308,6 +308,7 @@ async def serve(settings: Settings, join_seeds: list[str] | None = None, join_wa
         await server.stopped.wait()
     finally:
         node.close()
+        gc.unfreeze()  # a process that runs serve() again (the tests) collects the old node's cycles
     return node.failure
 
 
