@@ -1,15 +1,20 @@
 """Outbound buffering and slow-consumer protection for one client connection.
 
 Frames queued during one event-loop iteration are written with a single ``transport.write``
-at the end of it. A client whose unsent bytes pass ``max_pending``, or whose socket stays
-blocked longer than ``write_deadline``, is cut; nobody else waits for it. Owns no parsing and
-no routing.
+at the end of it, or in pieces of about ``WRITE_AT`` bytes when more is queued. A client whose
+unsent bytes pass ``max_pending``, or whose socket stays blocked longer than
+``write_deadline``, is cut; nobody else waits for it. Owns no parsing and no routing.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+
+# Queued bytes that go out at once instead of at the end of the loop iteration: the first
+# replies of a large burst (the acks of a group-commit entry of hundreds of sends) reach the
+# client while the rest are still being built, so it works on them meanwhile.
+WRITE_AT = 8192
 
 
 class Outbound:
@@ -40,19 +45,25 @@ class Outbound:
         self.closed = False
 
     def write(self, frame: bytes) -> None:
-        """Queue one frame; it goes out at the end of this loop iteration."""
+        """Queue one frame; it goes out at the end of this loop iteration, or at once when
+        ``WRITE_AT`` bytes are queued."""
         self._buf += frame
         if not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self.flush)
         elif len(self._buf) > self._max_pending:
             self._on_slow("pending bytes over max_pending")
+        elif len(self._buf) >= WRITE_AT and not self._holding and not self.closed:
+            self._write()
 
     def flush(self) -> None:
         """Hand everything queued to the transport now."""
         self._scheduled = False
         if self.closed or self._holding or not self._buf:
             return
+        self._write()
+
+    def _write(self) -> None:
         buf, self._buf = self._buf, bytearray()
         self._transport.write(buf)
         if self._transport.get_write_buffer_size() > self._max_pending:
