@@ -38,22 +38,27 @@ def test_small_frames_go_out_in_one_write_at_the_end_of_the_iteration() -> None:
     asyncio.run(run())
 
 
-def test_a_large_burst_goes_out_in_pieces_while_it_is_built() -> None:
-    """The first acks of a large group-commit entry reach the client before the last are built."""
+def test_a_large_burst_goes_out_in_growing_pieces_while_it_is_built() -> None:
+    """The first acks of a large group-commit entry reach the client before the last are built;
+    each early write doubles the threshold, so a long burst costs a few writes."""
 
     async def run() -> None:
         transport = RecordingTransport()
         out = outbound(asyncio.get_running_loop(), transport)
-        frame = b"x" * 100
-        count = 3 * WRITE_AT // len(frame)
+        frame = b"x" * 64
+        count = 64 * WRITE_AT // len(frame)
         for i in range(count):
             out.write(frame)
             if i == WRITE_AT // len(frame):
                 assert len(transport.writes) == 1  # written at once, not at the end of the iteration
         await asyncio.sleep(0)
-        assert 3 <= len(transport.writes) <= 4
-        assert all(len(w) >= WRITE_AT for w in transport.writes[:-1])
+        sizes = [len(w) for w in transport.writes]
+        assert sizes[:5] == [WRITE_AT, 2 * WRITE_AT, 4 * WRITE_AT, 8 * WRITE_AT, 16 * WRITE_AT]
+        assert len(sizes) == 7 and sum(sizes) == count * len(frame)
         assert b"".join(transport.writes) == frame * count
+        for _ in range(WRITE_AT // len(frame) + 1):  # the next iteration starts at WRITE_AT again
+            out.write(frame)
+        assert len(transport.writes) == 8
 
     asyncio.run(run())
 
