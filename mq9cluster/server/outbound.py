@@ -56,9 +56,14 @@ class Outbound:
             self._loop.call_soon(self.flush)
         elif len(self._buf) > self._max_pending:
             self._on_slow("pending bytes over max_pending")
-        elif len(self._buf) >= self._write_at and not self._holding and not self.closed:
+        elif len(self._buf) >= self._write_at and self._may_write_early():
             self._write_at *= 2
             self._write()
+
+    def _may_write_early(self) -> bool:
+        """Not while held, closed or closing: an early write runs inside whoever queued the frame
+        (another client's publish), which a transport that refuses the write must not break."""
+        return not self._holding and not self.closed and not self._transport.is_closing()
 
     def flush(self) -> None:
         """Hand everything queued to the transport now."""

@@ -12,9 +12,15 @@ class RecordingTransport:
 
     def __init__(self) -> None:
         self.writes: list[bytes] = []
+        self.closing = False
 
     def write(self, data: bytes) -> None:
+        if self.closing:
+            raise RuntimeError("write to a closed transport")
         self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closing
 
     def get_write_buffer_size(self) -> int:
         return 0
@@ -79,5 +85,22 @@ def test_nothing_is_written_while_held_or_after_close() -> None:
         out.write(b"z" * 2 * WRITE_AT)
         await asyncio.sleep(0)
         assert transport.writes == [b"y" * 3 * WRITE_AT]
+
+    asyncio.run(run())
+
+
+def test_no_early_write_to_a_closing_transport() -> None:
+    """An early write runs inside another client's publish: a transport closed under it (the
+    peer went away, connection_lost not yet delivered) must not raise into that publish."""
+
+    async def run() -> None:
+        transport = RecordingTransport()
+        out = outbound(asyncio.get_running_loop(), transport)
+        transport.closing = True
+        for _ in range(4):
+            out.write(b"w" * WRITE_AT)  # would raise if written now
+        assert transport.writes == []
+        out.close()
+        await asyncio.sleep(0)
 
     asyncio.run(run())
