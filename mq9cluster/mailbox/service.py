@@ -40,6 +40,8 @@ class Committer(Protocol):
 
     def submit(self, op: bytes) -> asyncio.Future: ...
 
+    def submit_then(self, op: bytes, done: Callable[[Any, BaseException | None], None]) -> None: ...
+
 
 class MailboxService:
     """mq9 semantics for one node."""
@@ -151,29 +153,35 @@ class MailboxService:
 
     def _submit(self, op: ops.Op, reply: bytes | None) -> None:
         started = time.perf_counter()
-        future = self.committer.submit(ops.encode(op))
-        future.add_done_callback(lambda done: self._answer_done(reply, done, started))
 
-    def _answer_done(self, reply: bytes | None, done: asyncio.Future, started: float) -> None:
-        """Reply with an op's result; the common ``{"msg_id": N}`` without going through json."""
-        SEND_ACK_SECONDS.observe(time.perf_counter() - started)
-        if reply is not None and not done.cancelled() and done.exception() is None:
-            result = done.result()
-            if len(result) == 1 and "msg_id" in result:
+        def answer(result: Any, error: BaseException | None) -> None:
+            """Reply with the op's result; the common ``{"msg_id": N}`` without going through json."""
+            SEND_ACK_SECONDS.observe(time.perf_counter() - started)
+            if error is None and reply is not None and len(result) == 1 and "msg_id" in result:
                 self.reply(reply, b'{"msg_id": %d}' % result["msg_id"])
-                return
-        self._answer(reply, self._result(done))
+            else:
+                self._answer(reply, self._outcome(result, error))
+
+        self.committer.submit_then(ops.encode(op), answer)
 
     @staticmethod
     def _result(done: asyncio.Future) -> dict[str, Any]:
+        """The reply body for a settled ``submit`` future."""
         if done.cancelled():
             return {"error": "request cancelled, retry"}
         exc = done.exception()
+        return MailboxService._outcome(None if exc else done.result(), exc)
+
+    @staticmethod
+    def _outcome(result: Any, exc: BaseException | None) -> dict[str, Any]:
+        """The reply body for an op's result or its error."""
+        if isinstance(exc, asyncio.CancelledError):
+            return {"error": "request cancelled, retry"}
         if exc is not None and getattr(exc, "maybe_applied", False):
             return {"error": f"outcome unknown, it may still be committed: {exc}; retry"}
         if exc is not None:
             return {"error": f"not committed: {exc}; retry"}
-        result = dict(done.result())
+        result = dict(result)
         if "mail_address" in result:
             result["mail_id"] = result["mail_address"]
         return result

@@ -109,11 +109,11 @@ class FakeProposer:
         self.entries: list[bytes] = []
         self.pending: list[asyncio.Future[Any]] = []
 
-    async def propose_async(self, entry: bytes) -> Any:
+    def propose_soon(self, entry: bytes) -> asyncio.Future[Any]:
         self.entries.append(entry)
         future = asyncio.get_running_loop().create_future()
         self.pending.append(future)
-        return await future
+        return future
 
 
 async def settle() -> None:
@@ -233,5 +233,52 @@ def test_a_batch_whose_earlier_attempt_may_have_committed_never_fails_as_not_com
         with pytest.raises(type(last)) as failed:
             await future
         assert failed.value.maybe_applied
+
+    asyncio.run(run())
+
+
+def test_a_full_batch_is_handed_to_raft_before_submit_returns() -> None:
+    """A batch cut by max_ops is proposed at once, not in a later loop iteration: its fsync runs
+    while the rest of a large read is still being parsed."""
+
+    async def run() -> None:
+        fake = FakeProposer()
+        committer = GroupCommitter(fake, max_ops=3, max_wait=10, max_in_flight=4)
+        futures = [committer.submit(b"%d" % i) for i in range(7)]
+        assert [ops_of(e) for e in fake.entries] == [[b"0", b"1", b"2"], [b"3", b"4", b"5"]]
+        await settle()
+        fake.pending[1].set_result(["D", "E", "F"])  # the later batch lands first
+        await settle()
+        assert [f.done() for f in futures[:6]] == [False] * 3 + [True] * 3
+        fake.pending[0].set_result(["A", "B", "C"])
+        assert [await f for f in futures[:6]] == ["A", "B", "C", "D", "E", "F"]
+        committer.close()
+
+    asyncio.run(run())
+
+
+def test_submit_then_calls_back_each_op_and_one_failing_callback_spares_the_others() -> None:
+    async def run() -> None:
+        fake = FakeProposer()
+        committer = GroupCommitter(fake, max_wait=0)
+        outcomes: list[tuple[Any, BaseException | None]] = []
+
+        def broken(result: Any, error: BaseException | None) -> None:
+            raise RuntimeError("handler bug")
+
+        committer.submit_then(b"a", lambda result, error: outcomes.append((result, error)))
+        committer.submit_then(b"b", broken)
+        committer.submit_then(b"c", lambda result, error: outcomes.append((result, error)))
+        await settle()
+        fake.pending[0].set_result(["A", "B", "C"])
+        await settle()
+        assert outcomes == [("A", None), ("C", None)]
+
+        failed: list[BaseException | None] = []
+        committer.submit_then(b"d", lambda result, error: failed.append(error))
+        await settle()
+        fake.pending[1].set_exception(NodeStopped(maybe_applied=True))
+        await settle()
+        assert len(failed) == 1 and isinstance(failed[0], NodeStopped)
 
     asyncio.run(run())
