@@ -19,6 +19,10 @@ class JournalCorrupt(Mq9Error):
     """The Raft log or its metadata is damaged beyond a torn tail; the node must not start."""
 
 
+class DataDamaged(Mq9Error):
+    """This node's data is damaged and it did not rebuild itself; the message says why not."""
+
+
 class ProposalFailed(Mq9Error):
     """A proposal was not applied here; retrying is safe once the command is idempotent.
 
