@@ -206,8 +206,10 @@ class Node:
             await self.serve_clients()
 
     async def serve_clients(self) -> None:
-        """Bind the client and route ports and start background work."""
+        """Bind the client and route ports and start background work (not after a shutdown)."""
         s = self.settings
+        if self.server.stopped.is_set():  # shut down while starting (Raft's first tick found damage)
+            return
         try:
             await self.server.start()
         except OSError as exc:

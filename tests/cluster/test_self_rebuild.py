@@ -51,6 +51,7 @@ def one_file(directory: Path, pattern: str) -> Path:
 DAMAGE = {
     "journal": ("raft/journal", lambda p: flip_bit(p, 12 + 10)),  # the first record's header: a valid one follows
     "meta": ("raft/journal.meta", lambda p: flip_bit(p, 12)),  # inside the checksummed JSON
+    "snapshot": ("raft/snapshot", lambda p: flip_bit(p, 20)),  # its metadata: found by Raft's first tick
     "sst": ("*.sst", lambda p: os.truncate(p, p.stat().st_size // 2)),
     "manifest": ("MANIFEST-*", lambda p: os.truncate(p, 40)),
 }
@@ -81,16 +82,17 @@ async def replay(node: Broker, address: str) -> list[str]:
     return [m.data.decode() for m in inbox]
 
 
-def wait_health(node: Broker, timeout: float) -> list[dict]:
-    """Poll /healthz until 200; every distinct 503 body seen on the way."""
+def wait_rebuilt(node: Broker, timeout: float) -> list[dict]:
+    """Poll /healthz until 200 after the node logged damage; every distinct 503 body seen on the way.
+    (Damage in a snapshot is found by Raft's first tick, which may come after /healthz said 200.)"""
     seen: list[dict] = []
     deadline = time.monotonic() + timeout
     while True:
-        assert node.proc is not None and node.proc.poll() is None, f"node exited:\n{node.output()}"
+        assert node.proc is not None and node.proc.poll() is None, f"node exited ({node.proc.returncode}):\n{node.output()}"
         answer = health(node)
-        if answer is not None and answer[0] == 200:
+        if answer is not None and answer[0] == 200 and "this node's data is damaged" in node.output():
             return seen
-        if answer is not None and answer[1] not in seen:
+        if answer is not None and answer[0] == 503 and answer[1] not in seen:
             seen.append(answer[1])
         assert time.monotonic() < deadline, f"not healthy after {timeout} s; seen {seen}:\n{node.output()}"
         time.sleep(0.05)
@@ -108,7 +110,7 @@ def test_damaged_follower_rebuilds_itself_from_its_peers(cluster, kind: str) -> 
     relative = damaged.relative_to(victim.data_dir)
 
     victim.spawn()  # the same command as before
-    seen = wait_health(victim, timeout=60)
+    seen = wait_rebuilt(victim, timeout=60)
 
     assert seen and all(body["status"] == "rebuilding" for body in seen), seen
     assert all(body["reason"] for body in seen), seen
