@@ -72,6 +72,10 @@ class StoreError(Mq9Error):
     """The store cannot do what was asked; the message says which store and why."""
 
 
+class StoreCorrupt(StoreError):
+    """The store's files are damaged: RocksDB reports corruption, or the store lost its format stamp."""
+
+
 class StoreFormatError(StoreError):
     """The directory holds a store of another format version, or no mq9cluster store at all."""
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from mq9cluster.cluster import admin
 from mq9cluster.cluster.journal import _fsync_dir
-from mq9cluster.errors import ClusterAdminError, JournalCorrupt, SnapshotCorrupt
+from mq9cluster.errors import ClusterAdminError, JournalCorrupt, SnapshotCorrupt, StoreCorrupt
 
 MARKER = "REBUILDING"
 """File in the data dir while a rebuild is under way: JSON ``{"reason", "since"}``."""
@@ -39,10 +39,10 @@ log = logging.getLogger("mq9cluster.rebuild")
 
 def is_damage(error: BaseException) -> bool:
     """Whether ``error`` says this node's own files are damaged (not a setting, a port, a peer)."""
-    if isinstance(error, (JournalCorrupt, SnapshotCorrupt)):
+    if isinstance(error, (JournalCorrupt, SnapshotCorrupt, StoreCorrupt)):
         return True
-    # RocksDB reports damaged SST/WAL/MANIFEST files with a status text starting "Corruption:",
-    # whether at open (wrapped in StoreError) or from a read or write later (rocksdict's Exception)
+    # RocksDB reports a damaged block read or written later with a status text starting
+    # "Corruption:" (rocksdict raises a plain Exception)
     return isinstance(error, Exception) and "Corruption:" in str(error)
 
 

@@ -34,7 +34,7 @@ from rocksdict import (
     WriteOptions,
 )
 
-from mq9cluster.errors import AlreadyApplied, StoreError, StoreFormatError
+from mq9cluster.errors import AlreadyApplied, StoreCorrupt, StoreError, StoreFormatError
 from mq9cluster.store import codecs, generations, keys
 from mq9cluster.store.batch import Batch
 from mq9cluster.store.reads import StoreReads, scan_keys
@@ -65,7 +65,8 @@ def _open_db(directory: Path, *, existing: bool = False) -> Rdict:
     try:
         db = Rdict(str(directory), _options())
     except Exception as exc:
-        raise StoreError(f"cannot open store at {directory}: {exc}") from exc
+        error = StoreCorrupt if "Corruption:" in str(exc) else StoreError  # RocksDB's status text
+        raise error(f"cannot open store at {directory}: {exc}") from exc
     try:
         _check_format(db, directory, stamp=not existing)
     except BaseException:
@@ -414,9 +415,9 @@ def _check_format(db: Rdict, path: Path, *, stamp: bool = True) -> None:
         if not stamp:
             raise StoreFormatError(f"{path} holds no mq9cluster format version: not a snapshot "
                                    "or checkpoint of an mq9cluster store")
-        if next(iter(db.keys()), None) is not None:
-            raise StoreFormatError(f"{path} holds a RocksDB without an mq9cluster format "
-                                   "version: not an mq9cluster store")
+        if next(iter(db.keys()), None) is not None:  # a new store is stamped before its first write
+            raise StoreCorrupt(f"{path} holds a RocksDB with data but without an mq9cluster format "
+                               "version: damaged (its stamp lost), or not an mq9cluster store")
         db.put(keys.FORMAT_KEY, codecs.encode_u64(keys.FORMAT_VERSION))
         return
     version = codecs.decode_u64(raw)
