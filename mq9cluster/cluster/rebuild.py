@@ -123,10 +123,10 @@ def leave(address: str, seeds: list[str], password: str | None, stop: threading.
         for seed in seeds:
             try:
                 if address not in admin.node_status(seed, password=password).members:
-                    log.info("%s is no member of the cluster of %s any more", address, seed)
+                    log.info("%s is out of the cluster (%s does not list it)", address, seed)
                     return True
                 through = admin.remove_member(address, seed, password=password)
-                log.info("%s removed from the cluster (committed through %s)", address, through)
+                log.info("%s is out of the cluster (removal committed through %s)", address, through)
                 return True
             except ClusterAdminError as exc:  # a lost answer may hide a committed removal: asked again
                 errors.append(str(exc))

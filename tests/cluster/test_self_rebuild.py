@@ -82,6 +82,16 @@ async def replay(node: Broker, address: str) -> list[str]:
     return [m.data.decode() for m in inbox]
 
 
+def wait_phase(node: Broker, phase: str, timeout: float) -> dict:
+    """Poll /healthz until it answers 503 in ``phase``; that body."""
+    deadline = time.monotonic() + timeout
+    while (answer := health(node)) is None or answer[0] != 503 or answer[1]["phase"] != phase:
+        assert node.proc.poll() is None, f"node exited ({node.proc.returncode}):\n{node.output()}"
+        assert time.monotonic() < deadline, f"no {phase!r} after {timeout} s: {answer}\n{node.output()}"
+        time.sleep(0.05)
+    return answer[1]
+
+
 def wait_rebuilt(node: Broker, timeout: float) -> list[dict]:
     """Poll /healthz until 200 after the node logged damage; every distinct 503 body seen on the way.
     (Damage in a snapshot is found by Raft's first tick, which may come after /healthz said 200.)"""
@@ -104,16 +114,23 @@ def test_damaged_follower_rebuilds_itself_from_its_peers(cluster, kind: str) -> 
     leader = group.wait_leader()
     address = run(write(leader))
     group.wait_applied()
-    victim = next(node for node in group.nodes if node is not leader)
+    victim, other = [node for node in group.nodes if node is not leader]
     victim.stop()
     damaged = damage(victim.data_dir, kind)
     relative = damaged.relative_to(victim.data_dir)
+    other.stop()  # no quorum: the removal must wait, which /healthz and the log must show
 
     victim.spawn()  # the same command as before
+    waiting = wait_phase(victim, "asking the peers to remove this member", timeout=30)
+    assert waiting["status"] == "rebuilding" and waiting["reason"], waiting
+    deadline = time.monotonic() + 20
+    while "has not removed" not in victim.output():
+        assert time.monotonic() < deadline, victim.output()
+        time.sleep(0.1)
+    other.start()
     seen = wait_rebuilt(victim, timeout=60)
 
-    assert seen and all(body["status"] == "rebuilding" for body in seen), seen
-    assert all(body["reason"] for body in seen), seen
+    assert all(body["status"] == "rebuilding" and body["reason"] for body in seen), seen
     assert {body["phase"] for body in seen} <= {"found damage", "moving the damaged data aside", "joining",
                                                 "asking the peers to remove this member",
                                                 "catching up from the leader"}, seen
@@ -121,7 +138,7 @@ def test_damaged_follower_rebuilds_itself_from_its_peers(cluster, kind: str) -> 
     assert len(kept) == 1 and (kept[0] / relative).exists(), list(victim.data_dir.iterdir())
     assert not (victim.data_dir / "REBUILDING").exists()
     output = victim.output()
-    steps = [f"damaged data moved aside to {kept[0]}", f"{victim.raft_addr} removed from the cluster",
+    steps = [f"damaged data moved aside to {kept[0]}", f"{victim.raft_addr} is out of the cluster",
              "joined the cluster through", "rebuilt from peers"]
     places = [output.find(step) for step in steps]
     assert -1 not in places and places == sorted(places), (places, output)  # in this order
