@@ -31,7 +31,9 @@ MARKER = "REBUILDING"
 """File in the data dir while a rebuild is under way: JSON ``{"reason", "since"}``."""
 DAMAGED_PREFIX = "damaged-"
 KEEP_DAMAGED = 3
-"""Damaged copies kept in the data dir; the oldest beyond this are deleted, each with a log line."""
+"""Damaged copies kept in the data dir: the oldest (the first damage found) and the newest others;
+those in between are deleted, each with a log line. A rebuild interrupted and resumed moves what
+it had fetched aside too, so copies can pile up."""
 RETRY_INTERVAL = 1.0
 
 log = logging.getLogger("mq9cluster.rebuild")
@@ -75,7 +77,7 @@ def set_aside(data_dir: Path, reason: str) -> Path | None:
     """Write the marker, then move everything else of the data dir into ``damaged-<UTC time>/``.
 
     Returns that directory (None if there was nothing to move). Copies beyond ``KEEP_DAMAGED``
-    are deleted, oldest first, each logged.
+    are deleted, each logged (see there).
     """
     marker = data_dir / MARKER
     if not marker.exists():
@@ -101,8 +103,9 @@ def set_aside(data_dir: Path, reason: str) -> Path | None:
     _fsync_dir(str(target))
     _fsync_dir(str(data_dir))
     log.warning("damaged data moved aside to %s (kept for inspection)", target)
-    for old in sorted(p for p in data_dir.iterdir() if p.name.startswith(DAMAGED_PREFIX))[:-KEEP_DAMAGED]:
-        log.warning("deleting the oldest damaged copy %s (more than %d kept)", old, KEEP_DAMAGED)
+    copies = sorted(p for p in data_dir.iterdir() if p.name.startswith(DAMAGED_PREFIX))
+    for old in copies[1:len(copies) - KEEP_DAMAGED + 1]:
+        log.warning("deleting the damaged copy %s (%d are kept: the first and the newest)", old, KEEP_DAMAGED)
         shutil.rmtree(old, ignore_errors=True)
     return target
 
