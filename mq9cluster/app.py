@@ -53,6 +53,8 @@ class Node:
     def __init__(self, settings: Settings, loop: asyncio.AbstractEventLoop) -> None:
         self.settings = settings
         self.loop = loop
+        # set before Raft starts: its first tick may find a damaged snapshot (_raft_failed) at once
+        self.failure: Mq9Error | None = None
         self.store = Store.open(settings.data_dir / "store")
         self.machine = MailboxMachine(self.store, self._changes_from_raft)
         try:
@@ -96,7 +98,6 @@ class Node:
             self.monitor.routes["/readyz"] = lambda query: self.readiness()
             self.monitor.metrics = metrics.node_registry(self.metrics_snapshot)
         self._tasks: set[asyncio.Task] = set()
-        self.failure: Mq9Error | None = None
         self.joining_through: list[str] | None = None  # the seeds, while `join` has not been committed
 
     def _apply_entry(self, index: int, entry: bytes) -> Any:
