@@ -197,12 +197,8 @@ class Node:
 
     async def start(self, serve_clients: bool = True) -> None:
         """Bind the monitoring port, then (unless told to wait) the client and route ports."""
-        s = self.settings
         if self.monitor is not None:
-            try:
-                await self.monitor.start(s.host, s.http_port)
-            except OSError as exc:
-                raise ConfigError(f"cannot listen on {s.host}:{s.http_port} (monitoring): {exc.strerror}") from None
+            await _bind_monitor(self.monitor, self.settings)
         if serve_clients:
             await self.serve_clients()
 
@@ -432,11 +428,15 @@ async def _status_monitor(settings: Settings, state: RebuildState) -> Monitor | 
     monitor = Monitor(Server(settings))
     monitor.routes["/healthz"] = lambda query: (503, state.health())
     monitor.routes["/readyz"] = lambda query: (503, {"status": "unavailable", "error": f"data damaged: {state.phase}"})
-    try:
-        await monitor.start(settings.host, settings.http_port)
-    except OSError as exc:
-        raise ConfigError(f"cannot listen on {settings.host}:{settings.http_port} (monitoring): {exc.strerror}") from None
+    await _bind_monitor(monitor, settings)
     return monitor
+
+
+async def _bind_monitor(monitor: Monitor, s: Settings) -> None:
+    try:
+        await monitor.start(s.host, s.http_port)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {s.host}:{s.http_port} (monitoring): {exc.strerror}") from None
 
 
 async def _finish_rebuild(node: Node) -> None:

@@ -98,7 +98,7 @@ def wait_rebuilt(node: Broker, timeout: float) -> list[dict]:
     seen: list[dict] = []
     deadline = time.monotonic() + timeout
     while True:
-        assert node.proc is not None and node.proc.poll() is None, f"node exited ({node.proc.returncode}):\n{node.output()}"
+        assert node.proc.poll() is None, f"node exited ({node.proc.returncode}):\n{node.output()}"
         answer = health(node)
         if answer is not None and answer[0] == 200 and "this node's data is damaged" in node.output():
             return seen
