@@ -20,7 +20,7 @@ from mq9cluster.cluster.raft import RaftNode, RaftTuning
 from mq9cluster.config import Settings
 from mq9cluster.cluster import admin, rebuild
 from mq9cluster.cluster.rebuild import RebuildState
-from mq9cluster.errors import ClusterAdminError, ConfigError, DataDamaged, Mq9Error, StoreError
+from mq9cluster.errors import ClusterAdminError, ConfigError, DataDamaged, Mq9Error, StoreCorrupt
 from mq9cluster.mailbox.machine import Change, Created, MailboxMachine, Removed
 from mq9cluster.mailbox.service import MailboxService
 from mq9cluster.server.monitor import Monitor
@@ -56,8 +56,8 @@ class Node:
         # set before Raft starts: its first tick may find a damaged snapshot (_raft_failed) at once
         self.failure: Mq9Error | None = None
         self.store = Store.open(settings.data_dir / "store")
-        self.machine = MailboxMachine(self.store, self._changes_from_raft)
         try:
+            self.machine = MailboxMachine(self.store, self._changes_from_raft)  # reads the store
             self.raft = RaftNode(
                 settings.raft_addr, settings.other_peers, str(settings.data_dir),
                 self._apply_entry, self.machine.last_applied, on_fatal=self._raft_failed,
@@ -68,7 +68,7 @@ class Node:
         except OSError as exc:
             self.store.close()
             raise ConfigError(f"cannot start Raft on {settings.raft_addr}: {exc}") from None
-        except BaseException:  # a damaged journal: the store must be closed before it is moved aside
+        except BaseException:  # damaged data: the store must be closed before it is moved aside
             self.store.close()
             raise
         self.committer = GroupCommitter(
@@ -142,7 +142,7 @@ class Node:
     def _raft_failed(self, error: BaseException) -> None:
         log.critical("raft stopped on an error, shutting the node down: %r", error)
         if rebuild.is_damage(error):  # serve() rebuilds the node or refuses, as at start
-            self.failure = error if isinstance(error, Mq9Error) else StoreError(str(error))
+            self.failure = error if isinstance(error, Mq9Error) else StoreCorrupt(str(error))
         self.loop.call_soon_threadsafe(self.spawn, self.shutdown())
 
     def raft_status(self) -> dict[str, Any]:
@@ -325,10 +325,10 @@ async def serve(settings: Settings, join_seeds: list[str] | None = None, join_wa
             join_wait = math.inf
         try:
             failure = await _run_node(settings, join_seeds, join_wait, state)
-        except Mq9Error as exc:
+        except Exception as exc:  # rocksdict raises plain Exceptions, "Corruption: ..." among them
             if not rebuild.is_damage(exc):
                 raise
-            failure = exc
+            failure = exc if isinstance(exc, Mq9Error) else StoreCorrupt(str(exc))
         if failure is None or not rebuild.is_damage(failure):
             return failure
         reason = str(failure)

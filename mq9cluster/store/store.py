@@ -13,6 +13,7 @@ its RocksDB open by itself and goes on reading the old, fixed view after a swap.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
@@ -58,20 +59,36 @@ def _options() -> Options:
     return options
 
 
+@contextlib.contextmanager
+def _damage_reported(directory: Path) -> Iterator[None]:
+    """Raise RocksDB's errors whose status reads "Corruption:" (a damaged file or block) as
+    StoreCorrupt, so that the node can tell damage from any other failure."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except Exception as exc:
+        if "Corruption:" not in str(exc):
+            raise
+        raise StoreCorrupt(f"store at {directory} is damaged: {exc}") from exc
+
+
 def _open_db(directory: Path, *, existing: bool = False) -> Rdict:
     """Open and format-check the RocksDB in ``directory``; ``existing``: refuse to create one."""
     if existing and not (directory / "CURRENT").is_file():
         raise StoreError(f"{directory} holds no RocksDB (no CURRENT file)")
-    try:
-        db = Rdict(str(directory), _options())
-    except Exception as exc:
-        error = StoreCorrupt if "Corruption:" in str(exc) else StoreError  # RocksDB's status text
-        raise error(f"cannot open store at {directory}: {exc}") from exc
-    try:
-        _check_format(db, directory, stamp=not existing)
-    except BaseException:
-        db.close()
-        raise
+    with _damage_reported(directory):
+        try:
+            db = Rdict(str(directory), _options())
+        except Exception as exc:
+            if "Corruption:" in str(exc):
+                raise  # as StoreCorrupt, by _damage_reported
+            raise StoreError(f"cannot open store at {directory}: {exc}") from exc
+        try:
+            _check_format(db, directory, stamp=not existing)
+        except BaseException:
+            db.close()
+            raise
     return db
 
 
@@ -198,7 +215,12 @@ class Store(StoreReads):
         directory = generations.current(path)
         db = _open_db(directory)
         generations.collect_garbage(path)  # after the open: its LOCK keeps a second process out
-        return cls(db, path, directory, wal=wal, sync=sync, dedup_window=dedup_window)
+        with _damage_reported(directory):
+            try:
+                return cls(db, path, directory, wal=wal, sync=sync, dedup_window=dedup_window)  # reads
+            except BaseException:
+                db.close()
+                raise
 
     @classmethod
     def restore(cls, checkpoint: str | os.PathLike[str], path: str | os.PathLike[str], *,

@@ -87,6 +87,17 @@ def test_damaged_files_are_told_apart_as_corruption(tmp_path: Path, mailbox: Mai
         Store.open(tmp_path / "db")
 
 
+def test_a_damaged_block_read_while_opening_is_corruption(tmp_path: Path, mailbox: MailboxFactory) -> None:
+    with Store.open(tmp_path / "db") as store:
+        _create(store, mailbox, "a")
+    sst = max((tmp_path / "db").rglob("*.sst"), key=lambda p: p.stat().st_size)
+    data = bytearray(sst.read_bytes())
+    data[20] ^= 0x10  # inside the first data block: the file still opens, its reads fail
+    sst.write_bytes(bytes(data))
+    with pytest.raises(StoreCorrupt, match="block checksum mismatch"):
+        Store.open(tmp_path / "db")
+
+
 def test_a_store_with_data_but_no_format_stamp_is_corrupt(tmp_path: Path) -> None:
     from rocksdict import Rdict  # what a store that lost its first write looks like
 
