@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import shutil
 import subprocess
 import time
@@ -23,6 +24,8 @@ from chaos.nodes import Node, broker_command
 log = logging.getLogger("chaos.cluster")
 
 START_TIMEOUT = 20.0
+DAMAGE_LINE = re.compile(r"this node's data is damaged: (.*)")  # mq9cluster/app.py's words
+REBUILT_LINE = re.compile(r"rebuilt from peers in ([0-9.]+) s")
 
 
 def admin_command(*args: str) -> subprocess.CompletedProcess:
@@ -249,6 +252,25 @@ class ChaosCluster:
         node.spawn(self.peers, self.routes, seed=seed)
         if await self.wait_listening(name):
             self.recoveries.append(asyncio.ensure_future(self._measure_recovery(name, time.monotonic())))
+
+    async def await_rebuild(self, name: str, timeout: float = 90.0) -> None:
+        """A node restarted on damaged files: if its log says it found damage, record that
+        (``refused``: detected) and wait until ``/healthz`` says it has rebuilt itself from its
+        peers (``rebuilt``; a fast rebuild may be over already). A node that refuses to rebuild,
+        stops, or takes longer than ``timeout`` breaks the run."""
+        node = self.nodes[name]
+        found = DAMAGE_LINE.search(node.log_since_start())
+        if found is None:
+            return
+        self.rec.fault("refused", {"nodes": [name], "why": found.group(1)[-400:]})
+        since = time.monotonic()
+        while (health := await node.http_json("/healthz")) is None or health.get("status") != "ok":
+            self.note_exits()
+            if not node.running or (health or {}).get("status") == "damaged" or time.monotonic() - since > timeout:
+                raise RuntimeError(f"{name} did not rebuild itself: {health}; {node.log_tail(600)}")
+            await asyncio.sleep(0.1)
+        took = REBUILT_LINE.search(node.log_since_start())
+        self.rec.fault("rebuilt", {"nodes": [name], "seconds": float(took.group(1)) if took else None})
 
     async def _measure_recovery(self, name: str, since: float, timeout: float = 60.0) -> None:
         """Record when ``name`` has applied what the leader had committed when it came back."""

@@ -214,6 +214,11 @@ class Node:
             self.proc = None
         return rc
 
+    def log_since_start(self) -> str:
+        """What the process started last has logged so far."""
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return text[text.rfind("\n==== chaos: start #"):]
+
     def log_tail(self, chars: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
 
@@ -234,4 +239,6 @@ class Node:
             writer.close()
 
     async def raftz(self) -> dict | None:
-        return None if self.paused or not self.running else await self.http_json("/raftz")
+        """The node's Raft view; None while it is down, paused, or rebuilding (no Raft to ask)."""
+        view = None if self.paused or not self.running else await self.http_json("/raftz")
+        return view if view and "role" in view else None

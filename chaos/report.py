@@ -68,9 +68,10 @@ def details(result: RunResult) -> str:
 
 
 def corruption_outcomes(history: Iterable[Entry]) -> list[tuple[str, str, str]]:
-    """(kind, mode, outcome) per corruption of a history: ``refused`` if the node then stopped
-    on its data (detected), ``started`` if it went on serving (its final state is then judged
-    with the others'), ``nothing`` if there was no such file to damage."""
+    """(kind, mode, outcome) per corruption of a history: ``refused`` if the node then refused its
+    data (detected), ``rebuilt`` if it also rebuilt itself from its peers, ``started`` if it went
+    on serving (its final state is then judged with the others'), ``nothing`` if there was no
+    such file to damage."""
     out: list[tuple[str, str, str]] = []
     pending: dict[str, int] = {}
     for entry in faults(history):
@@ -80,9 +81,11 @@ def corruption_outcomes(history: Iterable[Entry]) -> list[tuple[str, str, str]]:
             outcome = "started" if value.get("done") else "nothing"
             pending[node] = len(out)
             out.append((value["kind"], value["mode"], outcome))
-        elif entry["f"] == "refused" and node in pending:
-            i = pending.pop(node)
-            out[i] = (out[i][0], out[i][1], "refused")
+        elif entry["f"] in ("refused", "rebuilt") and node in pending:
+            i = pending[node]
+            out[i] = (out[i][0], out[i][1], entry["f"])
+            if entry["f"] == "rebuilt":
+                del pending[node]
     return out
 
 
@@ -92,8 +95,10 @@ def corruption_table(outcomes: Iterable[tuple[str, str, str]]) -> str:
     for kind, mode, outcome in outcomes:
         counts.setdefault((kind, mode), {}).setdefault(outcome, 0)
         counts[(kind, mode)][outcome] += 1
-    lines = ["| file | damage | refused (detected) | started (judged by the gates) | no such file yet |",
-             "|---|---|---|---|---|"]
+    lines = ["| file | damage | refused (detected) | of which rebuilt itself | started (judged by the gates) "
+             "| no such file yet |", "|---|---|---|---|---|---|"]
     for (kind, mode), c in sorted(counts.items()):
-        lines.append(f"| {kind} | {mode} | {c.get('refused', 0)} | {c.get('started', 0)} | {c.get('nothing', 0)} |")
+        detected = c.get("refused", 0) + c.get("rebuilt", 0)
+        lines.append(f"| {kind} | {mode} | {detected} | {c.get('rebuilt', 0)} | {c.get('started', 0)} "
+                     f"| {c.get('nothing', 0)} |")
     return "\n".join(lines)

@@ -221,8 +221,9 @@ async def corrupt_roaming(ctx: Context) -> None:
 
 
 async def corrupt_nodes(ctx: Context, victims: list[str]) -> None:
-    """Stop one of ``victims``, damage one of its files, start it. A node that refuses its data is
-    rebuilt the operator's way (leave, wipe, join); one that starts must serve what the others serve."""
+    """Stop one of ``victims``, damage one of its files, start it. A node that finds the damage must
+    rebuild itself from its peers (see ``ChaosCluster.await_rebuild``); one that starts must serve
+    what the others serve."""
     older: dict[str, Path] = {}
     while await ctx.hold(3, 6):
         victim = ctx.rng.choice(victims)
@@ -237,18 +238,8 @@ async def corrupt_nodes(ctx: Context, victims: list[str]) -> None:
         older[victim] = copy
         ctx.cluster.rec.fault("corrupt", {"nodes": [victim], "kind": kind, "mode": mode, "done": done})
         await ctx.cluster.start([victim])
-        await asyncio.sleep(1.5)  # damage found by the tick thread stops a node just after it listens
-        await rebuild_refusers(ctx)
-    await rebuild_refusers(ctx)
-
-
-async def rebuild_refusers(ctx: Context) -> None:
-    """Nodes that stopped on damaged data: recorded as refusals (detected), then rebuilt."""
-    ctx.cluster.note_exits()
-    for name, why in list(ctx.cluster.exits.items()):
-        ctx.cluster.rec.fault("refused", {"nodes": [name], "why": why[-400:]})
-        del ctx.cluster.exits[name]
-        await ctx.cluster.rebuild(name)
+        await asyncio.sleep(1.5)  # damage found by the tick thread (a snapshot) comes just after it listens
+        await ctx.cluster.await_rebuild(victim)
 
 
 CLOCK_FAULTS = ("+10m", "-10m", "+2h", "-1h", "+0 x3", "+0 x0,3", "+30 x2")
@@ -321,7 +312,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              "one node's power loss, then a pause or partition of another", power=True),
     Scenario("corrupt-minority", corrupt_minority,
              "stop a node of a fixed minority, bit-flip/truncate/roll back one of its files (journal, metadata, "
-             "snapshot, RocksDB SST/WAL/MANIFEST), restart; rebuild it if it refuses"),
+             "snapshot, RocksDB SST/WAL/MANIFEST), restart; a node that finds it must rebuild itself from its peers"),
     Scenario("corrupt-roaming", corrupt_roaming,
              "corrupt-minority on any node, one at a time: unnoticed damage can pile up past a minority"),
     Scenario("clock-skew", clock_skew, "one node's wall clock off by minutes to hours, or 0.3x-3x fast (clock shim)",

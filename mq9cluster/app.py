@@ -6,7 +6,9 @@ import asyncio
 import dataclasses
 import gc
 import logging
+import math
 import signal
+import threading
 import time
 from collections.abc import Coroutine
 from typing import Any, BinaryIO
@@ -17,8 +19,9 @@ from mq9cluster import __version__, logs, metrics
 from mq9cluster.cluster.groupcommit import GroupCommitter, decode_batch
 from mq9cluster.cluster.raft import RaftNode, RaftTuning
 from mq9cluster.config import Settings
-from mq9cluster.cluster import admin
-from mq9cluster.errors import ClusterAdminError, ConfigError, Mq9Error
+from mq9cluster.cluster import admin, rebuild
+from mq9cluster.cluster.rebuild import RebuildState
+from mq9cluster.errors import ClusterAdminError, ConfigError, DataDamaged, Mq9Error, StoreCorrupt
 from mq9cluster.mailbox.machine import Change, Created, MailboxMachine, Removed
 from mq9cluster.mailbox import skew
 from mq9cluster.mailbox.pull_service import now_ms
@@ -29,6 +32,7 @@ from mq9cluster.server.server import Server
 from mq9cluster.store import Store
 
 TICK_INTERVAL = 0.05  # seconds between checks for due delayed messages and ended message TTLs
+REJOIN_WAIT = 60.0  # seconds a rebuilding node keeps asking its peers for their members
 log = logging.getLogger("mq9cluster.app")
 
 
@@ -52,9 +56,11 @@ class Node:
     def __init__(self, settings: Settings, loop: asyncio.AbstractEventLoop) -> None:
         self.settings = settings
         self.loop = loop
+        # set before Raft starts: its first tick may find a damaged snapshot (_raft_failed) at once
+        self.failure: Mq9Error | None = None
         self.store = Store.open(settings.data_dir / "store")
-        self.machine = MailboxMachine(self.store, self._changes_from_raft)
         try:
+            self.machine = MailboxMachine(self.store, self._changes_from_raft)  # reads the store
             self.raft = RaftNode(
                 settings.raft_addr, settings.other_peers, str(settings.data_dir),
                 self._apply_entry, self.machine.last_applied, on_fatal=self._raft_failed,
@@ -65,6 +71,9 @@ class Node:
         except OSError as exc:
             self.store.close()
             raise ConfigError(f"cannot start Raft on {settings.raft_addr}: {exc}") from None
+        except BaseException:  # damaged data: the store must be closed before it is moved aside
+            self.store.close()
+            raise
         self.committer = GroupCommitter(
             self.raft, max_ops=settings.commit_max_ops, max_wait=settings.commit_max_wait,
             max_in_flight=settings.commit_max_in_flight,
@@ -81,14 +90,17 @@ class Node:
         if settings.cluster_addr:
             self.server.peers = self.routes
         self.monitor = Monitor(self.server) if settings.http_port else None
+        self.rebuilding: RebuildState | None = None  # set while this node rebuilds itself from its peers
         if self.monitor is not None:
+            plain_health = self.monitor.routes["/healthz"]
+            self.monitor.routes["/healthz"] = lambda query: (
+                plain_health(query) if self.rebuilding is None else (503, self.rebuilding.health()))
             self.monitor.routes["/raftz"] = lambda query: (200, self.raft_status())
             self.monitor.routes["/routez"] = lambda query: (
                 200, self.routes.routez(subs=Monitor.flag(query, "subs")))
             self.monitor.routes["/readyz"] = lambda query: self.readiness()
             self.monitor.metrics = metrics.node_registry(self.metrics_snapshot)
         self._tasks: set[asyncio.Task] = set()
-        self.failure: Mq9Error | None = None
         self.joining_through: list[str] | None = None  # the seeds, while `join` has not been committed
 
     def _apply_entry(self, index: int, entry: bytes) -> Any:
@@ -132,6 +144,8 @@ class Node:
 
     def _raft_failed(self, error: BaseException) -> None:
         log.critical("raft stopped on an error, shutting the node down: %r", error)
+        if rebuild.is_damage(error):  # serve() rebuilds the node or refuses, as at start
+            self.failure = error if isinstance(error, Mq9Error) else StoreCorrupt(str(error))
         self.loop.call_soon_threadsafe(self.spawn, self.shutdown())
 
     def raft_status(self) -> dict[str, Any]:
@@ -172,7 +186,9 @@ class Node:
         is committed; 503 with the reason otherwise (a Kubernetes readiness probe)."""
         status = self.raft.status()
         reason = status.not_ready_reason()
-        if self.joining_through is not None:
+        if self.rebuilding is not None:
+            reason = f"rebuilding from peers ({self.rebuilding.phase})"
+        elif self.joining_through is not None:
             reason = f"joining the cluster through {', '.join(self.joining_through)}"
         elif reason is None and self.server.lame_duck:
             reason = "lame duck mode"
@@ -192,19 +208,22 @@ class Node:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def start(self) -> None:
-        """Bind the client and monitoring ports and start background work."""
+    async def start(self, serve_clients: bool = True) -> None:
+        """Bind the monitoring port, then (unless told to wait) the client and route ports."""
+        if self.monitor is not None:
+            await _bind_monitor(self.monitor, self.settings)
+        if serve_clients:
+            await self.serve_clients()
+
+    async def serve_clients(self) -> None:
+        """Bind the client and route ports and start background work (not after a shutdown)."""
         s = self.settings
+        if self.server.stopped.is_set():  # shut down while starting (Raft's first tick found damage)
+            return
         try:
             await self.server.start()
         except OSError as exc:
             raise ConfigError(f"cannot listen on {s.host}:{s.port}: {exc.strerror}") from None
-        if self.monitor is not None:
-            try:
-                await self.monitor.start(s.host, s.http_port)
-            except OSError as exc:
-                await self.server.shutdown()
-                raise ConfigError(f"cannot listen on {s.host}:{s.http_port} (monitoring): {exc.strerror}") from None
         if s.cluster_addr:
             try:
                 await self.routes.start()
@@ -291,31 +310,62 @@ async def _join(node: Node, seeds: list[str], wait: float) -> None:
     log.info("joined the cluster through %s as %s; catching up from the leader", seed, address)
 
 
+MAX_REBUILDS = 3  # per process: a rebuild that keeps finding damage (a bad snapshot sent again) stops
+
+
 async def serve(settings: Settings, join_seeds: list[str] | None = None, join_wait: float = 0.0) -> Mq9Error | None:
     """Run one broker node until SIGTERM/SIGINT (graceful) or SIGUSR2 (lame duck) ends it.
 
-    With ``join_seeds`` the node asks those members to add it to the cluster once it runs. Returns
-    the error that ended the node, if one did.
+    With ``join_seeds`` the node asks those members to add it to the cluster once it runs. A node
+    whose data is damaged (at start, or found by Raft later) rebuilds itself from its peers, or
+    refuses to serve if it cannot (see ``_rebuild``). Returns the error that ended the node, if one did.
     """
     prepare_data_dir(settings)
+    reason = rebuild.pending(settings.data_dir)
+    if reason is not None:
+        log.warning("a rebuild from peers was under way (damage: %s): going on with it", reason)
+    rebuilds = 0
+    while True:
+        state = None
+        if reason is not None:
+            outcome = await _rebuild(settings, reason, rebuilds)
+            rebuilds += 1
+            if not isinstance(outcome, tuple):
+                return outcome
+            settings, join_seeds, state = outcome
+            join_wait = math.inf
+        try:
+            failure = await _run_node(settings, join_seeds, join_wait, state)
+        except Exception as exc:  # rocksdict raises plain Exceptions, "Corruption: ..." among them
+            if not rebuild.is_damage(exc):
+                raise
+            failure = exc if isinstance(exc, Mq9Error) else StoreCorrupt(str(exc))
+        if failure is None or not rebuild.is_damage(failure):
+            return failure
+        reason = str(failure)
+
+
+async def _run_node(settings: Settings, join_seeds: list[str] | None, join_wait: float,
+                    rebuilding: RebuildState | None) -> Mq9Error | None:
+    """Build the node and run it until it stops; ``rebuilding``: it joins with an empty data dir and
+    serves clients only once it has caught up."""
     loop = asyncio.get_running_loop()
     node = Node(settings, loop)
+    node.rebuilding = rebuilding
     try:
-        await node.start()
+        await node.start(serve_clients=rebuilding is None)
         _freeze_startup_objects()
         if join_seeds is not None:
             node.joining_through = join_seeds
             node.spawn(_join(node, join_seeds, join_wait))
-        server = node.server
         loop.add_signal_handler(signal.SIGTERM, lambda: node.spawn(node.shutdown()))
         loop.add_signal_handler(signal.SIGINT, lambda: node.spawn(node.shutdown()))
-        loop.add_signal_handler(signal.SIGUSR2, lambda: node.spawn(server.enter_lame_duck()))
-        log.info(
-            "mq9cluster %s ready: nats://%s:%d, raft %s, routes %s, data dir %s, server name %s",
-            __version__, settings.host, server.port, settings.raft_addr, settings.cluster_addr or "off",
-            settings.data_dir, settings.server_name,
-        )
-        await server.stopped.wait()
+        loop.add_signal_handler(signal.SIGUSR2, lambda: node.spawn(node.server.enter_lame_duck()))
+        if rebuilding is None:
+            _log_ready(node)
+        else:
+            node.spawn(_finish_rebuild(node))
+        await node.server.stopped.wait()
     finally:
         node.close()
         gc.unfreeze()  # a process that runs serve() again (the tests) collects the old node's cycles
@@ -329,6 +379,107 @@ def _freeze_startup_objects() -> None:
     every few thousand requests (measured under 256 sends in flight: 18 ms -> 0.2 ms)."""
     gc.collect()
     gc.freeze()
+
+
+def _log_ready(node: Node) -> None:
+    s = node.settings
+    log.info("mq9cluster %s ready: nats://%s:%d, raft %s, routes %s, data dir %s, server name %s",
+             __version__, s.host, node.server.port, s.raft_addr, s.cluster_addr or "off", s.data_dir, s.server_name)
+
+
+async def _rebuild(settings: Settings, reason: str,
+                   rebuilds: int) -> tuple[Settings, list[str], RebuildState] | Mq9Error | None:
+    """Damage was found: with peers (and ``auto_rebuild``), move the data aside, have the peers remove
+    this member and return the settings to join them again with; otherwise refuse to serve until
+    stopped (the damage as the error). No NATS listener meanwhile; ``/healthz`` answers 503 with the
+    state. None if the node was stopped during the rebuild (the marker makes the next start go on)."""
+    state = RebuildState(reason)
+    seeds = settings.other_peers
+    log.critical("this node's data is damaged: %s", reason)
+    refusal = None
+    if not settings.auto_rebuild:
+        refusal = "auto_rebuild is off"
+    elif not seeds:
+        refusal = "no peers to rebuild from (a single node, or no --peers)"
+    elif rebuilds >= MAX_REBUILDS:
+        refusal = f"{rebuilds} rebuilds in this run found damage again"
+    loop = asyncio.get_running_loop()
+    stop = threading.Event()
+    stopped = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: (stop.set(), stopped.set()))
+    monitor = await _status_monitor(settings, state)
+    try:
+        if refusal is not None:
+            state.refused, state.phase = True, f"refused: {refusal}; the operator must act"
+            log.critical("refusing to serve and NOT rebuilding (%s). Restore the data dir %s from a backup; or, "
+                         "with healthy peers, `mq9cluster leave` this member, empty its data dir and "
+                         "`mq9cluster join` it. /healthz reports this until the process is stopped",
+                         refusal, settings.data_dir)
+            await stopped.wait()
+            return DataDamaged(f"data dir {settings.data_dir} is damaged ({reason}); not rebuilt: {refusal}")
+        state.phase = "moving the damaged data aside"
+        await asyncio.to_thread(rebuild.set_aside, settings.data_dir, reason)
+        state.phase = "asking the peers to remove this member"
+        log.warning("rebuilding from peers %s: removing %s from the cluster first", ", ".join(seeds),
+                    settings.raft_addr)
+        if not await asyncio.to_thread(rebuild.leave, settings.raft_addr, seeds, settings.cluster_password, stop):
+            return None
+        state.phase = "joining"
+        joined = await asyncio.to_thread(_rejoin_settings, settings, seeds, stop)
+        return None if joined is None else (joined, seeds, state)
+    finally:
+        if monitor is not None:
+            monitor.close()
+
+
+def _rejoin_settings(settings: Settings, seeds: list[str], stop: threading.Event) -> Settings | None:
+    """Settings to join with once the seeds agree this node is no member (a lagging seed may not yet)."""
+    while not stop.is_set():
+        joined, member = joining(settings, seeds, REJOIN_WAIT)
+        if not member:
+            return joined
+        stop.wait(rebuild.RETRY_INTERVAL)
+    return None
+
+
+async def _status_monitor(settings: Settings, state: RebuildState) -> Monitor | None:
+    """The monitoring port alone, answering with ``state`` (no store, no Raft, no clients)."""
+    if not settings.http_port:
+        return None
+    monitor = Monitor(Server(settings))
+    monitor.routes["/healthz"] = lambda query: (503, state.health())
+    monitor.routes["/readyz"] = lambda query: (503, {"status": "unavailable", "error": f"data damaged: {state.phase}"})
+    await _bind_monitor(monitor, settings)
+    return monitor
+
+
+async def _bind_monitor(monitor: Monitor, s: Settings) -> None:
+    try:
+        await monitor.start(s.host, s.http_port)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {s.host}:{s.http_port} (monitoring): {exc.strerror}") from None
+
+
+async def _finish_rebuild(node: Node) -> None:
+    """Serve clients once the rejoined node has caught up; drop the marker; say so."""
+    state = node.rebuilding
+    assert state is not None
+    while node.joining_through is not None or node.raft.status().not_ready_reason() is not None:
+        state.phase = "joining" if node.joining_through is not None else "catching up from the leader"
+        await asyncio.sleep(0.1)
+    try:
+        await node.serve_clients()
+    except ConfigError as exc:
+        node.failure = exc
+        log.critical("%s", exc)
+        await node.server.shutdown()
+        return
+    await asyncio.to_thread(rebuild.finish, node.settings.data_dir)
+    node.rebuilding = None
+    log.warning("rebuilt from peers in %.1f s (damage was: %s); serving again", time.time() - state.since,
+                state.reason)
+    _log_ready(node)
 
 
 def run(settings: Settings, join_seeds: list[str] | None = None, join_wait: float = 0.0) -> None:

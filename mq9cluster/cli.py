@@ -15,7 +15,7 @@ from pydantic.fields import FieldInfo
 
 from mq9cluster import __version__
 from mq9cluster.config import Settings, load_settings, reference_markdown
-from mq9cluster.errors import ClusterAdminError, ConfigError, MembershipUnknown
+from mq9cluster.errors import ClusterAdminError, ConfigError, MembershipUnknown, Mq9Error
 
 
 def _click_type(field: FieldInfo) -> Any:
@@ -82,6 +82,9 @@ def _run_node(config_file: Path | None, debug: bool, trace: bool, debug_trace: b
     except (ConfigError, ClusterAdminError) as exc:
         click.echo(f"mq9cluster: error: {exc}", err=True)
         sys.exit(2)
+    except Mq9Error as exc:  # the node stopped on an error it reported (damaged data it did not rebuild)
+        click.echo(f"mq9cluster: error: {exc}", err=True)
+        sys.exit(1)
 
 
 @main.command()

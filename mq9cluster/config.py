@@ -95,6 +95,12 @@ class Settings(BaseSettings):
         default_factory=list,
         **_flags("--peers", help="The other members' Raft addresses, comma-separated (this node's own is ignored)."),
     )
+    auto_rebuild: bool = Field(
+        True,
+        **_flags("--auto-rebuild/--no-auto-rebuild",
+                 help="A member whose data is damaged moves it aside, has its peers remove it and joins again "
+                 "with an empty data dir (off: it refuses to serve until the operator acts)."),
+    )
     cluster_addr: str = Field(
         "",
         **_flags("--cluster", "--cluster-addr", "--cluster_listen",

@@ -19,6 +19,10 @@ class JournalCorrupt(Mq9Error):
     """The Raft log or its metadata is damaged beyond a torn tail; the node must not start."""
 
 
+class DataDamaged(Mq9Error):
+    """This node's data is damaged and it did not rebuild itself; the message says why not."""
+
+
 class ProposalFailed(Mq9Error):
     """A proposal was not applied here; retrying is safe once the command is idempotent.
 
@@ -73,6 +77,10 @@ class SnapshotCorrupt(Mq9Error):
 
 class StoreError(Mq9Error):
     """The store cannot do what was asked; the message says which store and why."""
+
+
+class StoreCorrupt(StoreError):
+    """The store's files are damaged: RocksDB reports corruption, or the store lost its format stamp."""
 
 
 class StoreFormatError(StoreError):

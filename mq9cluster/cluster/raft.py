@@ -929,10 +929,9 @@ class RaftNode:
             # pysyncobj only logs a failing deserializer and would go on without the state:
             # record it so that the tick thread stops the node.
             if isinstance(exc, SnapshotCorrupt):
-                logger.critical("raft %s: %s; the store was not touched. With healthy peers, empty "
-                                "this node's data dir and restart it: the leader brings it up from "
-                                "its own snapshot. Alone, restore the data dir from a backup",
-                                self.address, exc)
+                logger.critical("raft %s: %s; the store was not touched. With peers the node rebuilds "
+                                "itself from them (unless --no-auto-rebuild); alone, restore the data "
+                                "dir from a backup", self.address, exc)
             self._failure = exc
             raise
 

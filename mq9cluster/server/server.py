@@ -97,6 +97,7 @@ class Server:
         self.stopped = asyncio.Event()
         self._next_cid = 0
         self._listener: asyncio.base_events.Server | None = None
+        self._shutting_down = False
         self._port = 0
         self._info_base: dict = {}
         self._random = random.Random()
@@ -106,10 +107,14 @@ class Server:
     async def start(self) -> None:
         """Bind the client port (address reuse on, so a restart can bind at once)."""
         loop = asyncio.get_running_loop()
-        self._listener = await loop.create_server(
+        listener = await loop.create_server(
             self._new_client, self.settings.host, self.settings.port,
             reuse_address=True, backlog=1024,
         )
+        if self._shutting_down:  # shutdown() began while binding and found no listener to close
+            listener.close()
+            return
+        self._listener = listener
         self._port = self._listener.sockets[0].getsockname()[1]
         self._info_base = {
             "server_id": self.server_id,
@@ -138,6 +143,7 @@ class Server:
 
     async def shutdown(self) -> None:
         """Stop accepting, flush and close every client, and mark the server stopped."""
+        self._shutting_down = True
         if self._listener is not None:
             self._listener.close()
         for client in list(self.clients.values()):

@@ -13,6 +13,7 @@ its RocksDB open by itself and goes on reading the old, fixed view after a swap.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
@@ -34,7 +35,7 @@ from rocksdict import (
     WriteOptions,
 )
 
-from mq9cluster.errors import AlreadyApplied, StoreError, StoreFormatError
+from mq9cluster.errors import AlreadyApplied, StoreCorrupt, StoreError, StoreFormatError
 from mq9cluster.store import codecs, generations, keys
 from mq9cluster.store.batch import Batch
 from mq9cluster.store.reads import StoreReads, scan_keys
@@ -58,19 +59,36 @@ def _options() -> Options:
     return options
 
 
+@contextlib.contextmanager
+def _damage_reported(directory: Path) -> Iterator[None]:
+    """Raise RocksDB's errors whose status reads "Corruption:" (a damaged file or block) as
+    StoreCorrupt, so that the node can tell damage from any other failure."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except Exception as exc:
+        if "Corruption:" not in str(exc):
+            raise
+        raise StoreCorrupt(f"store at {directory} is damaged: {exc}") from exc
+
+
 def _open_db(directory: Path, *, existing: bool = False) -> Rdict:
     """Open and format-check the RocksDB in ``directory``; ``existing``: refuse to create one."""
     if existing and not (directory / "CURRENT").is_file():
         raise StoreError(f"{directory} holds no RocksDB (no CURRENT file)")
-    try:
-        db = Rdict(str(directory), _options())
-    except Exception as exc:
-        raise StoreError(f"cannot open store at {directory}: {exc}") from exc
-    try:
-        _check_format(db, directory, stamp=not existing)
-    except BaseException:
-        db.close()
-        raise
+    with _damage_reported(directory):
+        try:
+            db = Rdict(str(directory), _options())
+        except Exception as exc:
+            if "Corruption:" in str(exc):
+                raise  # as StoreCorrupt, by _damage_reported
+            raise StoreError(f"cannot open store at {directory}: {exc}") from exc
+        try:
+            _check_format(db, directory, stamp=not existing)
+        except BaseException:
+            db.close()
+            raise
     return db
 
 
@@ -197,7 +215,12 @@ class Store(StoreReads):
         directory = generations.current(path)
         db = _open_db(directory)
         generations.collect_garbage(path)  # after the open: its LOCK keeps a second process out
-        return cls(db, path, directory, wal=wal, sync=sync, dedup_window=dedup_window)
+        with _damage_reported(directory):
+            try:
+                return cls(db, path, directory, wal=wal, sync=sync, dedup_window=dedup_window)  # reads
+            except BaseException:
+                db.close()
+                raise
 
     @classmethod
     def restore(cls, checkpoint: str | os.PathLike[str], path: str | os.PathLike[str], *,
@@ -414,9 +437,9 @@ def _check_format(db: Rdict, path: Path, *, stamp: bool = True) -> None:
         if not stamp:
             raise StoreFormatError(f"{path} holds no mq9cluster format version: not a snapshot "
                                    "or checkpoint of an mq9cluster store")
-        if next(iter(db.keys()), None) is not None:
-            raise StoreFormatError(f"{path} holds a RocksDB without an mq9cluster format "
-                                   "version: not an mq9cluster store")
+        if next(iter(db.keys()), None) is not None:  # a new store is stamped before its first write
+            raise StoreCorrupt(f"{path} holds a RocksDB with data but without an mq9cluster format "
+                               "version: damaged (its stamp lost), or not an mq9cluster store")
         db.put(keys.FORMAT_KEY, codecs.encode_u64(keys.FORMAT_VERSION))
         return
     version = codecs.decode_u64(raw)

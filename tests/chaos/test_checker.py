@@ -281,14 +281,19 @@ def test_the_workload_tells_definite_failures_from_unknown_outcomes() -> None:
 
 
 def test_corruption_outcomes_tell_refusals_from_nodes_that_went_on() -> None:
-    from chaos.report import corruption_outcomes
+    from chaos.report import corruption_outcomes, corruption_table
 
     h = H().fault(1, "corrupt", nodes=["n2"], kind="journal", mode="bitflip", done={"file": "raft/journal"})
     h.fault(2, "refused", nodes=["n2"], why="JournalCorrupt")
     h.fault(3, "corrupt", nodes=["n1"], kind="wal", mode="truncate", done={"file": "store/000009.log"})
     h.fault(4, "corrupt", nodes=["n3"], kind="sst", mode="bitflip", done=None)
-    assert corruption_outcomes(h.entries) == [("journal", "bitflip", "refused"), ("wal", "truncate", "started"),
-                                              ("sst", "bitflip", "nothing")]
+    h.fault(5, "corrupt", nodes=["n2"], kind="meta", mode="truncate", done={"file": "raft/journal.meta"})
+    h.fault(6, "refused", nodes=["n2"], why="JournalCorrupt")
+    h.fault(7, "rebuilt", nodes=["n2"], seconds=0.4)
+    outcomes = corruption_outcomes(h.entries)
+    assert outcomes == [("journal", "bitflip", "refused"), ("wal", "truncate", "started"),
+                        ("sst", "bitflip", "nothing"), ("meta", "truncate", "rebuilt")]
+    assert "| meta | truncate | 1 | 1 | 0 | 0 |" in corruption_table(outcomes)
 
 
 def test_the_wind_down_after_the_last_send_is_not_unavailability() -> None:

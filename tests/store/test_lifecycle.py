@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from mq9cluster.errors import StoreCorrupt
 from mq9cluster.store import Mailbox, Store, StoreError, StoreFormatError, keys
 
 MailboxFactory = Callable[..., Mailbox]
@@ -72,7 +73,38 @@ def test_a_directory_that_is_not_a_store_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_store_open_twice_is_refused(tmp_path: Path) -> None:
-    with Store.open(tmp_path / "db"), pytest.raises(StoreError):
+    with Store.open(tmp_path / "db"), pytest.raises(StoreError) as refused:
+        Store.open(tmp_path / "db")
+    assert not isinstance(refused.value, StoreCorrupt)  # a second process is no reason to rebuild
+
+
+def test_damaged_files_are_told_apart_as_corruption(tmp_path: Path, mailbox: MailboxFactory) -> None:
+    with Store.open(tmp_path / "db") as store:
+        _create(store, mailbox, "a")
+    sst = max((tmp_path / "db").rglob("*.sst"), key=lambda p: p.stat().st_size)
+    sst.write_bytes(sst.read_bytes()[: sst.stat().st_size // 2])
+    with pytest.raises(StoreCorrupt, match="Corruption:"):
+        Store.open(tmp_path / "db")
+
+
+def test_a_damaged_block_read_while_opening_is_corruption(tmp_path: Path, mailbox: MailboxFactory) -> None:
+    with Store.open(tmp_path / "db") as store:
+        _create(store, mailbox, "a")
+    sst = max((tmp_path / "db").rglob("*.sst"), key=lambda p: p.stat().st_size)
+    data = bytearray(sst.read_bytes())
+    data[20] ^= 0x10  # inside the first data block: the file still opens, its reads fail
+    sst.write_bytes(bytes(data))
+    with pytest.raises(StoreCorrupt, match="block checksum mismatch"):
+        Store.open(tmp_path / "db")
+
+
+def test_a_store_with_data_but_no_format_stamp_is_corrupt(tmp_path: Path) -> None:
+    from rocksdict import Rdict  # what a store that lost its first write looks like
+
+    db = Rdict(str(tmp_path / "db"))
+    db[b"k"] = b"v"
+    db.close()
+    with pytest.raises(StoreCorrupt, match="without an mq9cluster format version"):
         Store.open(tmp_path / "db")
 
 

@@ -82,13 +82,18 @@ class Broker:
     def data_dir(self) -> Path:
         return self.workdir / f"data-{self.port}"
 
-    def start(self) -> "Broker":
-        """Start the process and wait until its client port accepts connections."""
+    def spawn(self) -> "Broker":
+        """Start the process without waiting for it to listen."""
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
                 env={**os.environ, **self.env} if self.env else None,
             )
+        return self
+
+    def start(self) -> "Broker":
+        """Start the process and wait until its client port accepts connections."""
+        self.spawn()
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             if self.proc.poll() is not None:
