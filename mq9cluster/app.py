@@ -342,7 +342,7 @@ async def serve(settings: Settings, join_seeds: list[str] | None = None, join_wa
             failure = exc if isinstance(exc, Mq9Error) else StoreCorrupt(str(exc))
         if failure is None or not rebuild.is_damage(failure):
             return failure
-        reason = str(failure)
+        reason = rebuild.damage_reason(failure)  # frees the damaged store for the rebuilt one
 
 
 async def _run_node(settings: Settings, join_seeds: list[str] | None, join_wait: float,

@@ -20,6 +20,7 @@ import os
 import shutil
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,24 @@ def is_damage(error: BaseException) -> bool:
     # RocksDB reports a damaged block read or written later with a status text starting
     # "Corruption:" (rocksdict raises a plain Exception)
     return isinstance(error, Exception) and "Corruption:" in str(error)
+
+
+def damage_reason(error: BaseException) -> str:
+    """The words of a damage error, with its tracebacks (and those it was raised from) cleared.
+
+    The frames that read the damaged store hold RocksDB iterators, each of which keeps the DB
+    open and its LOCK taken after ``close()``: a store reopened at the same path in this process,
+    as a rebuild does, would find it locked while anything still holds the error.
+    """
+    reason = str(error)
+    seen: set[int] = set()
+    link: BaseException | None = error
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        traceback.clear_frames(link.__traceback__)
+        link.__traceback__ = None
+        link = link.__cause__ or link.__context__
+    return reason
 
 
 @dataclass

@@ -41,6 +41,11 @@ def flip_bit(path: Path, offset: int) -> None:
         f.write(bytes([byte ^ 0x10]))
 
 
+def flip_bytes(path: Path, offset: int, count: int) -> None:
+    for at in range(offset, offset + count):
+        flip_bit(path, at)
+
+
 def one_file(directory: Path, pattern: str) -> Path:
     found = sorted(directory.rglob(pattern), key=lambda p: p.stat().st_size)
     assert found, f"no {pattern} under {directory}"
@@ -53,6 +58,8 @@ DAMAGE = {
     "meta": ("raft/journal.meta", lambda p: flip_bit(p, 12)),  # inside the checksummed JSON
     "snapshot": ("raft/snapshot", lambda p: flip_bit(p, 20)),  # its metadata: found by Raft's first tick
     "sst": ("*.sst", lambda p: os.truncate(p, p.stat().st_size // 2)),
+    # the data block holding the mailbox record: the file opens, a read of the block fails
+    "sst-block": ("*.sst", lambda p: flip_bytes(p, p.read_bytes().index(b"rebuild.kept"), 16)),
     "manifest": ("MANIFEST-*", lambda p: os.truncate(p, 40)),
 }
 
