@@ -8,21 +8,57 @@ function app.py provides. Each node gets its own registry (``node_registry``).
 
 from __future__ import annotations
 
+import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 
 PREFIX = "mq9"
+
+
+class CheapHistogram(Collector):
+    """A histogram for the per-request path: ``observe`` is one bisect and two additions, where
+    prometheus-client's takes a lock and walks the buckets (about 4x the time). Exposed exactly
+    as a prometheus-client Histogram (``_bucket``, ``_count``, ``_sum``, ``_created``).
+
+    Not thread-safe: observed from one thread (the event loop); a scrape may run anywhere.
+    """
+
+    def __init__(self, name: str, documentation: str, buckets: tuple[float, ...]) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._bounds = tuple(float(b) for b in buckets)
+        self._counts = [0] * (len(self._bounds) + 1)  # the last one is +Inf
+        self._sum = 0.0
+        self._created = time.time()
+
+    def observe(self, value: float) -> None:
+        """Count one value into the first bucket whose bound is >= it."""
+        self._counts[bisect_left(self._bounds, value)] += 1
+        self._sum += value
+
+    def collect(self) -> Iterator[Metric]:
+        counts, total = list(self._counts), self._sum  # copies: an observe may run meanwhile
+        cumulative, buckets = 0, []
+        for bound, count in zip((*self._bounds, float("inf")), counts):
+            cumulative += count
+            buckets.append((floatToGoString(bound), cumulative))
+        family = HistogramMetricFamily(self._name, self._documentation, buckets=buckets, sum_value=total)
+        family.samples.append(Sample(f"{self._name}_created", {}, self._created))
+        yield family
+
 
 FSYNC_SECONDS = Histogram(
     f"{PREFIX}_raft_fsync_seconds", "Time to write and fdatasync one Raft log entry.", registry=None,
     buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )
-SEND_ACK_SECONDS = Histogram(
+SEND_ACK_SECONDS = CheapHistogram(
     f"{PREFIX}_mailbox_op_ack_seconds", "Time from a mailbox operation's arrival to its reply (committed and applied).",
-    registry=None,
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
 )
 BATCH_OPS = Histogram(

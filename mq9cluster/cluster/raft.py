@@ -84,6 +84,7 @@ from dataclasses import dataclass, replace
 from typing import Any, BinaryIO, Protocol
 
 import msgpack
+import pysyncobj.pickle as pysyncobj_pickle
 from pysyncobj import FAIL_REASON, SERIALIZER_STATE, SyncObj, SyncObjConf, SyncObjException, replicated
 from pysyncobj.node import Node, TCPNode
 from pysyncobj.pipe_notifier import PipeNotifier
@@ -115,6 +116,13 @@ MAX_ENTRY_BYTES = 1 << 20
 # L1275-1296), whose end-of-transfer test compares against the unpickled size.
 _APPEND_ENTRIES_BATCH_BYTES = 4 << 20
 _DISABLED = 1 << 62  # "never" for pysyncobj's compaction thresholds
+# pysyncobj pickles every command it logs and every message it sends with protocol 2
+# (pysyncobj/pickle.py ``__protocol``), which stores bytes as a latin-1 str encoded as UTF-8:
+# for a 35 KB batch of binary payloads 95 us to pickle on the loop, 39 us to unpickle at apply
+# and 1.5x the bytes to write and fdatasync. Protocol 4: 0.6 us, 0.4 us, 1x. Unpickling reads
+# any protocol, so journals, snapshots and peers written with either stay readable both ways.
+PICKLE_PROTOCOL = 4
+setattr(pysyncobj_pickle, "__protocol", PICKLE_PROTOCOL)
 _EXPIRY_SCAN_INTERVAL = 0.01
 _BARRIER_RETRY_PAUSE = 0.01
 _NO_QUORUM = -1  # our own outcome code next to pysyncobj's FAIL_REASON values

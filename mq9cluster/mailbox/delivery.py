@@ -258,16 +258,21 @@ class Delivery:
                 self._announce(change.reason, change.mailbox)
 
     def _offer(self, message: Message) -> None:
-        built: dict[bool, Frame] = {}  # each dialect's frame is built once, for all receivers
-        for receiver in self.receivers.get(message.address, ()):
-            if receiver.held is not None:
-                receiver.held.append(message)
-            elif receiver.wants(message) and not receiver.sub.closed:
-                receiver.give(message, built)
-        for group in self.groups.get(message.address, {}).values():
-            self._claim_soon(group)
-        if message.address in self.arrivals:
-            self._wake(message.address)
+        address = message.address
+        receivers = self.receivers.get(address)
+        if receivers:
+            built: dict[bool, Frame] = {}  # each dialect's frame is built once, for all receivers
+            for receiver in receivers:
+                if receiver.held is not None:
+                    receiver.held.append(message)
+                elif receiver.wants(message) and not receiver.sub.closed:
+                    receiver.give(message, built)
+        groups = self.groups.get(address)
+        if groups:
+            for group in groups.values():
+                self._claim_soon(group)
+        if address in self.arrivals:
+            self._wake(address)
 
     @staticmethod
     def _event(event: str, mailbox: Mailbox) -> bytes:

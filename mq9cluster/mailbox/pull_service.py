@@ -265,12 +265,20 @@ class PullService:
 
     async def run_ticks(self, is_leader: Callable[[], bool], interval: float) -> None:
         """While this node leads, propose a tick whenever a delayed message is due or a message
-        TTL has ended (one tick at a time)."""
+        TTL has ended (one tick at a time).
+
+        The timers change only when an entry is applied (or a snapshot installed, which moves
+        the applied index too): the store is searched for the next one only after that, not on
+        every round of an idle node.
+        """
+        searched_at, due = -1, None
         while True:
             await asyncio.sleep(interval)
             if not is_leader():
                 continue
-            due = self.store.next_message_timer()
+            applied = self.store.last_applied()  # read before the search: a later apply searches again
+            if applied != searched_at:
+                due, searched_at = self.store.next_message_timer(), applied
             if due is not None and due <= local_now(self.store).stamp:
                 try:
                     await self.submit(ops.TickOp(now_ms(), TICK_LIMIT))

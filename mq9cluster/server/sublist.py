@@ -15,6 +15,14 @@ cached per published subject (at most ``cache_max`` entries, the oldest half evi
 Insert and remove keep the cache current: a literal subscription touches only its own entry, a
 wildcard one scans the bounded cache for the subjects its pattern matches. Insert adds the
 subscription to those entries; remove drops them, to be rebuilt on the next match.
+
+Subjects that differ only in their last token, each published once (a request-reply client's
+replies: ``_INBOX.<id>.<n>`` under one ``_INBOX.<id>.*``), would each miss that cache, walk the
+trie and evict a useful entry. So a second bounded cache is kept per subject minus its last token
+(the prefix): what matches the prefix followed by any one token (the wildcards), and the trie nodes
+where a literal last token would continue. A subject whose last token is a literal child of none
+of those nodes gets the prefix's result without a walk and without a cache entry of its own; any
+other goes the full way. Any insert or remove clears the prefix cache (one ``dict.clear``).
 """
 
 from __future__ import annotations
@@ -146,6 +154,8 @@ class Sublist(Generic[S]):
         self._count = 0
         self._cache: dict[bytes, SublistResult[S]] = {}
         self._cache_max = cache_max
+        # prefix -> (result for the prefix + any last token, nodes a literal last token continues from)
+        self._prefixes: dict[bytes, tuple[SublistResult[S], tuple[_Node, ...]]] = {}
 
     def __len__(self) -> int:
         """Number of subscriptions."""
@@ -166,6 +176,7 @@ class Sublist(Generic[S]):
         if not node.add(sub):
             return
         self._count += 1
+        self._prefixes.clear()
         cache = self._cache
         if _PWC in tokens or _FWC in tokens:
             for key in self._cached_matches(tokens):
@@ -187,6 +198,7 @@ class Sublist(Generic[S]):
         if not node.discard(sub):
             return False
         self._count -= 1
+        self._prefixes.clear()
         for parent, token in reversed(path):
             if not node.is_empty():
                 break
@@ -208,7 +220,17 @@ class Sublist(Generic[S]):
         try:
             return self._cache[subject]
         except KeyError:
-            return self._match_uncached(bytes(subject))
+            pass
+        subject = bytes(subject)
+        prefix, _, last = subject.rpartition(b".")
+        known = self._prefixes.get(prefix) if prefix and last else None
+        if known is None:
+            return self._match_uncached(subject)
+        result, nodes = known
+        for node in nodes:
+            if last in node.literal:
+                return self._match_uncached(subject)
+        return result
 
     def has_interest(self, subject: bytes) -> bool:
         """Whether any subscription matches the published ``subject``."""
@@ -217,6 +239,10 @@ class Sublist(Generic[S]):
     def cache_count(self) -> int:
         """Number of cached match results (for monitoring and tests)."""
         return len(self._cache)
+
+    def prefix_count(self) -> int:
+        """Number of cached prefix results (for tests)."""
+        return len(self._prefixes)
 
     def node_count(self) -> int:
         """Number of trie nodes (for monitoring and tests); 0 when empty."""
@@ -229,17 +255,23 @@ class Sublist(Generic[S]):
         plain: list[S] = []
         queues: dict[bytes, list[S]] = {}
         _collect(self._root, tokens, 0, plain, queues)
-        result: SublistResult[S] = (
-            SublistResult(tuple(plain), tuple(map(tuple, queues.values())))
-            if plain or queues
-            else EMPTY
-        )
-        cache = self._cache
-        if len(cache) >= self._cache_max:
-            for key in list(islice(cache, len(cache) - self._cache_max // 2)):
-                del cache[key]
-        cache[subject] = result
+        result = _result(plain, queues)
+        self._store(self._cache, subject, result)
+        if len(tokens) > 1:
+            plain, queues, nodes = [], {}, []
+            _collect_prefix(self._root, tokens, 0, plain, queues, nodes)
+            # without a literal last token the full result is the prefix's too
+            literal = any(tokens[-1] in node.literal for node in nodes)
+            wildcards = _result(plain, queues) if literal else result
+            self._store(self._prefixes, subject.rpartition(b".")[0], (wildcards, tuple(nodes)))
         return result
+
+    def _store(self, cache: dict[bytes, Any], key: bytes, value: Any) -> None:
+        """Put ``key`` in a bounded cache, first evicting its oldest half when full."""
+        if len(cache) >= self._cache_max:
+            for old in list(islice(cache, len(cache) - self._cache_max // 2)):
+                del cache[old]
+        cache[key] = value
 
     def _cached_matches(self, pattern: list[bytes]) -> list[bytes]:
         """Cached subjects that the wildcard ``pattern`` matches."""
@@ -252,6 +284,10 @@ class Sublist(Generic[S]):
             for key in self._cache
             if key.startswith(prefix) and _pattern_matches(pattern, key.split(b"."))
         ]
+
+
+def _result(plain: list[Any], queues: dict[bytes, list[Any]]) -> SublistResult[Any]:
+    return SublistResult(tuple(plain), tuple(map(tuple, queues.values()))) if plain or queues else EMPTY
 
 
 def _collect(
@@ -268,6 +304,30 @@ def _collect(
             return
         node = next_node
     _add_node(node, plain, queues)
+
+
+def _collect_prefix(
+    node: _Node, tokens: list[bytes], start: int, plain: list[Any], queues: dict[bytes, list[Any]],
+    nodes: list[_Node],
+) -> None:
+    """``_collect`` for ``tokens`` with an unknown last token: add the subscriptions that match
+    whatever it is (``_collect``'s order when it has no literal child), and list in ``nodes`` the
+    nodes where it would be looked up as a literal child."""
+    last = len(tokens) - 1
+    for i in range(start, last):
+        if node.fwc is not None:
+            _add_node(node.fwc, plain, queues)
+        if node.pwc is not None:
+            _collect_prefix(node.pwc, tokens, i + 1, plain, queues, nodes)
+        next_node = node.literal.get(tokens[i])
+        if next_node is None:
+            return
+        node = next_node
+    if node.fwc is not None:
+        _add_node(node.fwc, plain, queues)
+    if node.pwc is not None:
+        _add_node(node.pwc, plain, queues)
+    nodes.append(node)
 
 
 def _add_node(node: _Node, plain: list[Any], queues: dict[bytes, list[Any]]) -> None:

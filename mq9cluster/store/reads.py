@@ -135,6 +135,10 @@ class StoreReads:
     def _reading(self) -> AbstractContextManager[Rdict]:
         raise NotImplementedError
 
+    def last_applied(self) -> int:
+        """The Raft index of the last committed batch (0 for a new store)."""
+        raise NotImplementedError
+
     def get_mailbox(self, address: str) -> Mailbox | None:
         """The mailbox record, or None if it does not exist."""
         with self._reading() as db:

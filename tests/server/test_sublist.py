@@ -254,15 +254,69 @@ def test_insert_and_remove_touch_only_matching_cache_entries() -> None:
 
 
 def test_cache_is_bounded() -> None:
-    sublist = index_of(Sub(b"s.*"), Sub(b">", b"q"))
+    sublist = index_of(Sub(b"s.*.x"), Sub(b">", b"q"))
     assert CACHE_MAX == 1024
     for i in range(3 * CACHE_MAX):
-        subject = b"s.%d" % i
+        subject = b"s.%d.x" % i  # a new prefix each time: both caches fill
         result = sublist.match(subject)
-        assert subjects_of(result) == {b"s.*"}
+        assert subjects_of(result) == {b"s.*.x"}
         assert len(result.queues) == 1
         assert sublist.cache_count() <= CACHE_MAX
+        assert sublist.prefix_count() <= CACHE_MAX
     assert sublist.cache_count() > CACHE_MAX // 2
+    assert sublist.prefix_count() > CACHE_MAX // 2
+
+
+def test_replies_under_one_wildcard_share_one_prefix_entry() -> None:
+    inbox = Sub(b"_INBOX.abc.*")
+    sublist = index_of(inbox, Sub(b"_INBOX.other.*"))
+    first = sublist.match(b"_INBOX.abc.0")
+    for i in range(1, 3 * CACHE_MAX):
+        assert sublist.match(b"_INBOX.abc.%d" % i) is first
+    assert first.plain == (inbox,)
+    assert sublist.cache_count() == 1 and sublist.prefix_count() == 1
+    assert sublist.match(b"_INBOX.abc") is EMPTY
+    assert sublist.match(b"_INBOX.abc.1.2") is EMPTY
+
+
+@pytest.mark.parametrize("warm_first", [True, False])
+def test_literal_subscription_on_one_reply_subject(warm_first: bool) -> None:
+    inbox, literal, deeper = Sub(b"_INBOX.abc.*"), Sub(b"_INBOX.abc.7"), Sub(b"_INBOX.abc.9.x")
+    sublist = index_of(inbox)
+    if warm_first:
+        assert sublist.match(b"_INBOX.abc.1").plain == (inbox,)
+    sublist.insert(literal)
+    sublist.insert(deeper)
+    assert set(sublist.match(b"_INBOX.abc.7").plain) == {inbox, literal}
+    assert sublist.match(b"_INBOX.abc.8").plain == (inbox,)
+    assert sublist.match(b"_INBOX.abc.9").plain == (inbox,)
+    assert sublist.match(b"_INBOX.abc.9.x").plain == (deeper,)
+    for i in range(20):  # the literal one is found however the cache stands
+        assert literal in sublist.match(b"_INBOX.abc.7").plain
+        assert literal not in sublist.match(b"_INBOX.abc.%d" % (100 + i)).plain
+    sublist.remove(literal)
+    assert sublist.match(b"_INBOX.abc.7").plain == (inbox,)
+
+
+def test_prefix_results_follow_subscription_changes() -> None:
+    inbox = Sub(b"_INBOX.abc.*")
+    sublist = index_of(inbox)
+    assert sublist.match(b"_INBOX.abc.1").plain == (inbox,)
+    everything, star, queued = Sub(b"_INBOX.>"), Sub(b"*.abc.*"), Sub(b"_INBOX.abc.*", b"q")
+    sublist.insert(everything)
+    assert set(sublist.match(b"_INBOX.abc.2").plain) == {inbox, everything}
+    sublist.insert(star)
+    sublist.insert(queued)
+    result = sublist.match(b"_INBOX.abc.3")
+    assert set(result.plain) == {inbox, everything, star}
+    assert groups_of(result) == {b"q": {queued}}
+    sublist.remove(inbox)
+    assert set(sublist.match(b"_INBOX.abc.4").plain) == {everything, star}
+    for sub in (everything, star, queued):
+        sublist.remove(sub)
+    assert sublist.match(b"_INBOX.abc.5") is EMPTY
+    sublist.insert(Sub(b"_INBOX.abc.6"))
+    assert sublist.match(b"_INBOX.abc.7") is EMPTY
 
 
 def test_small_cache_stays_correct_across_eviction() -> None:
@@ -351,6 +405,14 @@ class SublistAgainstReference(RuleBasedStateMachine):
             tokens.pop()
         self.check_match(b".".join(tokens))
 
+    @rule(i=st.integers(0, POOL_MAX - 1), fresh=st.integers(0, 10**6))
+    def match_fresh_last_token(self, i: int, fresh: int) -> None:
+        """Publish a pool subject's prefix with a last token never seen (a reply subject)."""
+        tokens = [b"a" if token in (b"*", b">") else token for token in self.pool[i % len(self.pool)].subject.split(b".")]
+        tokens[-1] = b"r%d" % fresh
+        self.check_match(b".".join(tokens))
+        self.check_match(b".".join([*tokens[:-1], b"s%d" % fresh]))
+
     def check_match(self, subject: bytes) -> None:
         result = self.sublist.match(subject)
         matching = [sub for sub, regex in self.inserted.items() if regex.fullmatch(subject)]
@@ -368,6 +430,7 @@ class SublistAgainstReference(RuleBasedStateMachine):
     def counts(self) -> None:
         assert len(self.sublist) == len(self.inserted)
         assert self.sublist.cache_count() <= self.cache_max
+        assert self.sublist.prefix_count() <= self.cache_max
         if not self.inserted:
             assert self.sublist.node_count() == 0
 
