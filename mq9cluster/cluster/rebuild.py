@@ -143,15 +143,14 @@ def leave(address: str, seeds: list[str], password: str | None, stop: threading.
         attempt += 1
         errors = []
         for seed in seeds:
-            try:
-                if address not in admin.node_status(seed, password=password).members:
-                    log.info("%s is out of the cluster (%s does not list it)", address, seed)
-                    return True
-                through = admin.remove_member(address, seed, password=password)
-                log.info("%s is out of the cluster (removal committed through %s)", address, through)
-                return True
-            except ClusterAdminError as exc:  # a lost answer may hide a committed removal: asked again
+            try:  # idempotent: a removal committed after a lost answer is "nothing to do" next time
+                removed, leader = admin.remove_member(address, seed, password=password)
+            except ClusterAdminError as exc:  # MembershipUnknown among them: asked again
                 errors.append(str(exc))
+                continue
+            how = "removal committed" if removed else "no member any more"
+            log.info("%s is out of the cluster (%s; leader %s)", address, how, leader)
+            return True
         log.warning("rebuild: the cluster has not removed %s yet (attempt %d; %s); retrying", address, attempt,
                     "; ".join(errors))
         stop.wait(RETRY_INTERVAL)
