@@ -273,14 +273,20 @@ def test_an_exception_from_apply_stops_the_node(cluster: Callable[..., Cluster])
         node.propose(entry(b"later")).result(1)
 
 
-def test_snapshot_compacts_the_log_and_restores_a_fresh_store(cluster: Callable[..., Cluster]) -> None:
+def _snapshotting_node(cluster: Callable[..., Cluster]) -> tuple[Cluster, str, RaftNode, Path]:
+    """A one-node group that snapshots every 20 entries, 40 entries in: (cluster, address, node,
+    the path of its snapshot file)."""
     c = cluster(1, tuning=RaftTuning(propose_timeout=2.0, snapshot_min_entries=20), snapshots=True)
     address = c.addresses[0]
     node = c.start(address)
     c.leader()
     for i in range(40):
         node.propose(entry(b"%d" % i)).result(5)
-    snapshot = c.root / address.replace(":", "_") / "raft" / "snapshot"
+    return c, address, node, c.root / address.replace(":", "_") / "raft" / "snapshot"
+
+
+def test_snapshot_compacts_the_log_and_restores_a_fresh_store(cluster: Callable[..., Cluster]) -> None:
+    c, address, node, snapshot = _snapshotting_node(cluster)
     wait_for(snapshot.exists)
     wait_for(lambda: node.status().log_entries < 40)
     applied = list(c.machines[address].applied)
@@ -307,13 +313,7 @@ def test_a_snapshot_file_is_checked_before_it_is_sent_and_rewritten_if_damaged(
         cluster: Callable[..., Cluster]) -> None:
     from mq9cluster.cluster.raft import read_snapshot_meta, verified_snapshot_state
 
-    c = cluster(1, tuning=RaftTuning(propose_timeout=2.0, snapshot_min_entries=20), snapshots=True)
-    address = c.addresses[0]
-    node = c.start(address)
-    c.leader()
-    for i in range(40):
-        node.propose(entry(b"%d" % i)).result(5)
-    snapshot = c.root / address.replace(":", "_") / "raft" / "snapshot"
+    c, address, node, snapshot = _snapshotting_node(cluster)
     wait_for(lambda: node.status().snapshots_written >= 1)
     time.sleep(0.5)  # no proposals any more: no further compaction
     written = node.status().snapshots_written
